@@ -1,0 +1,15 @@
+#!/bin/sh
+# Debian packages the test suite reads our output with (go tool pprof).
+# Installs only what is missing; needs root (or sudo) the first time.
+set -eu
+
+need=""
+command -v go >/dev/null 2>&1 || need="$need golang-go"
+
+if [ -n "$need" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing Debian packages:$need" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
+fi

@@ -1,0 +1,201 @@
+"""start() / stop() / profile(): the session controls of the public API.
+
+One session per process. A lock makes start and stop safe to call from
+any thread; fork and interpreter exit are handled here so that a child
+starts without a sampler and exit never waits on one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pysampler import _sampler
+from pysampler._build import build_profile
+from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
+from pysampler.profile import Profile
+
+MODES = ("cpu", "wall")
+MIN_HZ = 1
+MAX_HZ = 10_000
+DEFAULT_HZ = 100
+DEFAULT_MAX_DEPTH = 512
+#: sample rows kept before new ones are dropped (and counted): 5.2 hours
+#: of one busy thread at 1 kHz, 28 bytes a row
+DEFAULT_MAX_SAMPLES = 20_000_000
+DEFAULT_MAX_FRAMES = 1_000_000
+DEFAULT_MAX_NODES = 4_000_000
+
+_lock = threading.Lock()
+_session: dict[str, Any] | None = None
+
+
+def validate(hz: object, mode: object) -> tuple[float, str]:
+    """Check ``hz`` and ``mode`` as start() takes them; raise ValueError."""
+    if isinstance(hz, bool) or not isinstance(hz, (int, float)):
+        raise ValueError(f"hz must be a number from {MIN_HZ} to {MAX_HZ}, not {hz!r}")
+    if not (math.isfinite(hz) and MIN_HZ <= hz <= MAX_HZ):
+        raise ValueError(f"hz must be from {MIN_HZ} to {MAX_HZ}, not {hz!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
+    return float(hz), str(mode)
+
+
+def start(
+    hz: float = DEFAULT_HZ,
+    mode: str = "cpu",
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> None:
+    """Start sampling every thread of this process.
+
+    Args:
+        hz: sampling events per second, 1 to 10000 (default 100).
+        mode: ``"cpu"`` weights each thread's sample by the CPU time it used
+            (idle threads record nothing); ``"wall"`` counts elapsed time
+            for every thread, waiting or not.
+        max_depth: frames kept per stack (innermost first); deeper stacks
+            get a visible ``[truncated ...]`` root frame.
+        max_samples: sample rows kept; further samples are dropped and
+            counted in the profile's metadata.
+
+    Raises:
+        ProfilerAlreadyRunning: a session is already running.
+        ValueError: ``hz``, ``mode``, ``max_depth`` or ``max_samples`` is
+            out of range.
+    """
+    global _session
+    rate, kind = validate(hz, mode)
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
+        raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
+    with _lock:
+        if _session is not None:
+            raise ProfilerAlreadyRunning("a profiling session is already running")
+        start_unix = time.time()
+        try:
+            _sampler.start(
+                rate,
+                kind,
+                max_depth,
+                max_samples,
+                DEFAULT_MAX_FRAMES,
+                DEFAULT_MAX_NODES,
+                getattr(threading, "_active", None),
+            )
+        except _sampler.AlreadyRunning:
+            raise ProfilerAlreadyRunning("a profiling session is already running") from None
+        _session = {"hz": rate, "start_unix": start_unix}
+
+
+def stop() -> Profile:
+    """Stop the running session and return its Profile.
+
+    Raises:
+        ProfilerNotRunning: no session is running.
+    """
+    global _session
+    with _lock:
+        if _session is None:
+            raise ProfilerNotRunning("no profiling session is running")
+        session, _session = _session, None
+        try:
+            raw = _sampler.stop()
+        except _sampler.NotRunning:
+            raise ProfilerNotRunning("no profiling session is running") from None
+    return build_profile(raw, session["hz"], session["start_unix"])
+
+
+def is_running() -> bool:
+    """True while a profiling session is running."""
+    return _session is not None
+
+
+def cancel() -> bool:
+    """Stop the running session, if any, and discard what it recorded.
+
+    Returns:
+        Whether a session was running.
+    """
+    global _session
+    with _lock:
+        if _session is None:
+            return False
+        _session = None
+        _sampler.stop()
+        return True
+
+
+class Profiling:
+    """What ``with pysampler.profile() as p`` binds: the Profile once the
+    block has ended (``p.top()``, ``p.save()``, ``p.profile``)."""
+
+    def __init__(self) -> None:
+        self._profile: Profile | None = None
+
+    @property
+    def profile(self) -> Profile:
+        if self._profile is None:
+            raise RuntimeError("the profile is available once the with block has ended")
+        return self._profile
+
+    def top(self, n: int = 10) -> str:
+        """See :meth:`Profile.top`."""
+        return self.profile.top(n)
+
+    def save(self, path: Any, format: str | None = None) -> str:
+        """See :meth:`Profile.save`."""
+        return self.profile.save(path, format)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.profile, name)
+
+
+@contextmanager
+def profile(hz: float = DEFAULT_HZ, mode: str = "cpu", **options: Any) -> Iterator[Profiling]:
+    """Profile the ``with`` block; the bound object gives the Profile after.
+
+    Args:
+        hz: sampling rate, as for :func:`start`.
+        mode: ``"cpu"`` or ``"wall"``, as for :func:`start`.
+        **options: further keyword arguments of :func:`start`.
+    """
+    result = Profiling()
+    start(hz, mode, **options)
+    try:
+        yield result
+    finally:
+        result._profile = stop()
+
+
+def _after_fork_in_child() -> None:
+    # The child has no timer thread; the lock may have been held by a
+    # thread that does not exist here.
+    global _lock, _session
+    _lock = threading.Lock()
+    if _session is not None:
+        _session = None
+    _sampler.after_fork_child()
+
+
+def _stop_at_exit() -> None:
+    # Interpreter exit while profiling: end the timer thread before the
+    # runtime finalises (a native thread must not wait for the GIL then).
+    with contextlib.suppress(Exception):
+        cancel()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_at_exit)

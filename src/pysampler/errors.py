@@ -1,0 +1,15 @@
+"""Exceptions raised by the public API."""
+
+from __future__ import annotations
+
+
+class PysamplerError(Exception):
+    """Base class of pysampler's own errors."""
+
+
+class ProfilerAlreadyRunning(PysamplerError, RuntimeError):
+    """``start()`` was called while a profiling session is running."""
+
+
+class ProfilerNotRunning(PysamplerError, RuntimeError):
+    """``stop()`` was called while no profiling session is running."""

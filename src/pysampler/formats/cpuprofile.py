@@ -1,0 +1,142 @@
+"""Chrome DevTools ``.cpuprofile`` (Profiler.Profile JSON): Chrome, VS Code,
+speedscope.
+
+The format is a call tree of ``nodes`` plus a timeline (``samples`` with
+``timeDeltas`` in microseconds); a reader gives sample i the time until
+sample i+1. Our samples carry weights instead (CPU or wall nanoseconds), so
+we lay out a synthetic timeline in which each sample lasts exactly its
+weight, and put ``(idle)`` where a sampling event's interval was not covered
+(CPU mode: nobody was running). Totals therefore match pprof's.
+
+Nodes are per function (the line is in ``positionTicks``), with one
+``Thread: <name>`` node per thread under ``(root)``. ``callFrame`` line and
+column numbers are 0-based; ``positionTicks`` lines are 1-based, as Chrome
+writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pysampler.profile import Profile
+
+
+class _Tree:
+    def __init__(self) -> None:
+        self.nodes: list[dict[str, Any]] = []
+        self.children: dict[tuple[int, tuple[str, str, int]], int] = {}
+        self.script_ids: dict[str, str] = {}
+        self.ticks: list[dict[int, int]] = []
+
+    def add(self, parent: int, name: str, url: str, line0: int) -> int:
+        """A child of ``parent`` (0-based index, -1 for none); its index."""
+        key = (parent, (name, url, line0))
+        idx = self.children.get(key)
+        if idx is not None:
+            return idx
+        idx = len(self.nodes)
+        script = self.script_ids.setdefault(url, str(len(self.script_ids) + 1)) if url else "0"
+        self.nodes.append(
+            {
+                "id": idx + 1,
+                "callFrame": {
+                    "functionName": name,
+                    "scriptId": script,
+                    "url": url,
+                    "lineNumber": line0,
+                    "columnNumber": 0 if line0 >= 0 else -1,
+                },
+                "hitCount": 0,
+                "children": [],
+            }
+        )
+        self.ticks.append({})
+        self.children[key] = idx
+        if parent >= 0:
+            self.nodes[parent]["children"].append(idx + 1)
+        return idx
+
+
+def write(profile: Profile) -> bytes:
+    """Serialise ``profile`` as a Chrome DevTools ``.cpuprofile``."""
+    tree = _Tree()
+    root = tree.add(-1, "(root)", "", -1)
+    idle = tree.add(root, "(idle)", "", -1)
+
+    # leaf tree node per (thread, stack) key
+    n_nodes = len(profile.stack_parent) + 1
+    keys = profile.thread.astype(np.int64) * n_nodes + profile.stack
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    leaf_of_key = np.empty(len(uniq), dtype=np.int64)
+    leaf_line: list[int] = []
+    thread_nodes: dict[int, int] = {}
+    for k, key in enumerate(uniq.tolist()):
+        thread, stack = divmod(key, n_nodes)
+        if thread not in thread_nodes:
+            info = profile.threads[thread]
+            thread_nodes[thread] = tree.add(root, f"Thread: {info.name}", "", -1)
+        node = thread_nodes[thread]
+        frames = profile.stack_of(stack)
+        for fid in frames:
+            f = profile.frames[fid]
+            node = tree.add(node, f.function, f.filename, f.first_line - 1 if f.first_line else -1)
+        leaf_of_key[k] = node
+        leaf_line.append(profile.frames[frames[-1]].line if frames else 0)
+
+    # timeline: events in time order, threads in index order within one
+    order = np.lexsort((profile.thread, profile.time_ns))
+    weights = profile.values[order]
+    sample_leaf = leaf_of_key[inverse[order]] if len(order) else np.empty(0, np.int64)
+    sample_key = inverse[order]
+    times = profile.time_ns[order]
+
+    seq_nodes: list[int] = []
+    seq_dur: list[int] = []
+    if len(order):
+        starts = np.flatnonzero(np.r_[True, times[1:] != times[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        event_wall = profile.wall_ns[order][starts]
+        event_sum = np.add.reduceat(weights, starts)
+        leaf_list = sample_leaf.tolist()
+        key_list = sample_key.tolist()
+        w_list = weights.tolist()
+        for s, e, wall, total in zip(
+            starts.tolist(), ends.tolist(), event_wall.tolist(), event_sum.tolist()
+        ):
+            if wall > total:
+                seq_nodes.append(idle)
+                seq_dur.append(wall - total)
+            for i in range(s, e):
+                leaf = leaf_list[i]
+                seq_nodes.append(leaf)
+                seq_dur.append(w_list[i])
+                line = leaf_line[key_list[i]]
+                if line > 0:
+                    ticks = tree.ticks[leaf]
+                    ticks[line] = ticks.get(line, 0) + 1
+    for leaf_id in seq_nodes:
+        tree.nodes[leaf_id]["hitCount"] += 1
+
+    # cumulative nanoseconds -> whole microseconds, rounding once so that
+    # the deltas add up exactly to the total
+    cum_us = np.floor_divide(np.cumsum(np.r_[0, seq_dur]), 1000)
+    deltas = [0, *np.diff(cum_us[:-1]).tolist()] if seq_nodes else []
+    start_us = int(profile.metadata.start_time * 1e6)
+
+    for entry, ticks in zip(tree.nodes, tree.ticks):
+        if ticks:
+            entry["positionTicks"] = [{"line": ln, "ticks": t} for ln, t in sorted(ticks.items())]
+        if not entry["children"]:
+            del entry["children"]
+    doc = {
+        "nodes": tree.nodes,
+        "startTime": start_us,
+        "endTime": start_us + int(cum_us[-1]),
+        "samples": [n + 1 for n in seq_nodes],
+        "timeDeltas": deltas,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,39 @@
+"""Shared fixtures: every test starts and ends with the profiler idle."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import pysampler
+from pysampler import _sampler
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def _os_thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+@pytest.fixture(autouse=True)
+def profiler_idle() -> Iterator[None]:
+    """Nothing of ours runs before or after a test: no session, no native
+    timer thread left behind."""
+    assert not pysampler.is_running(), "a session was left running before this test"
+    assert not _sampler.is_running()
+    before = _os_thread_count() - threading.active_count()
+    yield
+    assert not pysampler.is_running(), "the test left a session running"
+    assert not _sampler.is_running(), "the native sampler is still running"
+    deadline = time.monotonic() + 5
+    while _os_thread_count() - threading.active_count() > before:
+        assert time.monotonic() < deadline, "a native thread was left behind"
+        time.sleep(0.01)

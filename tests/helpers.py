@@ -1,0 +1,45 @@
+"""Small helpers to look into a Profile in tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pysampler import Profile
+
+
+def function_share(
+    profile: Profile, name: str, thread: str | None = None, self_only: bool = True
+) -> float:
+    """Share of value (in [0, 1]) with ``name`` as the leaf (self) or anywhere (total)."""
+    mask = np.ones(profile.sample_count, dtype=bool)
+    if thread is not None:
+        idx = [i for i, t in enumerate(profile.threads) if t.name == thread]
+        mask = np.isin(profile.thread, idx)
+    values = profile.values[mask]
+    total = values.sum()
+    if total == 0:
+        return 0.0
+    hit = np.array(
+        [_matches(profile, int(node), name, self_only) for node in profile.stack[mask]],
+        dtype=bool,
+    )
+    return float(values[hit].sum() / total)
+
+
+def _matches(profile: Profile, node: int, name: str, self_only: bool) -> bool:
+    frames = profile.stack_of(node)
+    if self_only:
+        return profile.frames[frames[-1]].function == name
+    return any(profile.frames[f].function == name for f in frames)
+
+
+def thread_value(profile: Profile, name: str) -> tuple[int, int]:
+    """(samples, value ns) of the thread called ``name``."""
+    totals = profile.thread_totals()
+    count = value = 0
+    for i, t in enumerate(profile.threads):
+        if t.name == name:
+            c, v = totals[i]
+            count += c
+            value += v
+    return count, value
