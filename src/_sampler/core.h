@@ -15,9 +15,11 @@
  *
  * Pending calls only run on the main thread, and only while it runs Python
  * code. When a tick is still unserved one period later (the main thread is
- * blocked in C: sleep, join, select, a lock), the timer thread takes the GIL
+ * blocked in C: sleep, join, select, a lock; or waiting for the GIL), the
+ * timer rings a second native thread, the fallback, which takes the GIL
  * itself and records the overdue sample. The GIL is then usually free, or
- * at most one switch interval away.
+ * about one switch interval away. The timer itself never waits for the
+ * GIL, so its schedule holds whatever the program does.
  *
  * `owed` makes each tick count once whichever side serves it; `queued`
  * keeps at most one of our calls in the interpreter's small queue.
@@ -27,7 +29,8 @@
  * consistent set of stacks.
  *
  * Locking: every table is touched only with the GIL held; the GIL is the
- * lock. The timer thread touches only atomics and the waker without it.
+ * lock. The timer thread touches only atomics, the waker and the bell, and
+ * holds no Python thread state at all.
  */
 #ifndef PYSAMPLER_CORE_H
 #define PYSAMPLER_CORE_H
@@ -57,7 +60,8 @@ typedef struct {
     ps_atomic_t state;
     ps_atomic_t owed;         /* a tick waits to be sampled */
     ps_atomic_t queued;       /* our call sits in the pending-call queue */
-    ps_atomic_t timer_ready;  /* 1 started, -1 failed to start */
+    ps_atomic_t fallback_ready;
+    ps_atomic_t fallback_streak; /* the last tick was served by the fallback */  /* the fallback thread has its thread state */
 
     /* configuration, fixed while running */
     int mode;
@@ -66,11 +70,13 @@ typedef struct {
     PyInterpreterState *interp;
     PyObject *thread_registry;   /* threading._active: ident -> Thread */
 
-    /* timer thread */
+    /* timer and fallback threads */
     ps_thread_t timer;
-    ps_waker waker;
-    int waker_ok;
-    PyThreadState *timer_tstate;
+    ps_thread_t fallback;
+    ps_waker waker;             /* the timer sleeps on it; stop() wakes it */
+    ps_bell bell;               /* the timer rings it for a fallback sample */
+    int sync_ok;                /* waker and bell are initialised */
+    PyThreadState *fallback_tstate;
 
     /* tables */
     ps_intern frames;       /* (code object, byte offset) -> frame id */
@@ -210,7 +216,7 @@ static void ps_sample_all(ps_sampler *s)
         int64_t cpu = 0;
         int truncated = 0, full, added, i;
 
-        if (t == s->timer_tstate) {
+        if (t == s->fallback_tstate) {
             continue;
         }
         f = ps_thread_top_frame(t);
@@ -287,6 +293,7 @@ static int ps_pending_sample(void *arg)
     ps_sampler *s = &ps_S;
     (void)arg;
     ps_atomic_store(&s->queued, 0);
+    ps_atomic_store(&s->fallback_streak, 0);
     if (ps_atomic_load(&s->state) == PS_RUNNING && ps_atomic_exchange(&s->owed, 0)) {
         s->served_pending++;
         ps_sample_all(s);
@@ -314,21 +321,14 @@ static int64_t ps_jittered(int64_t period, uint64_t *rng)
     return (int64_t)((double)period * (0.5 + ps_random_unit(rng)));
 }
 
+/* The timer thread: never takes the GIL and has no Python thread state,
+ * so nothing the program does can delay its schedule. */
 static PS_THREAD_RETURN ps_timer_main(void *arg)
 {
     ps_sampler *s = &ps_S;
-    PyGILState_STATE gil;
-    PyThreadState *saved;
     uint64_t rng = (uint64_t)ps_monotonic_ns() ^ 0x9E3779B97F4A7C15ULL;
     int64_t next;
     (void)arg;
-
-    /* one thread state for the whole session: creating one per fallback
-     * sample would allocate and take the runtime's head lock each time */
-    gil = PyGILState_Ensure();
-    s->timer_tstate = PyThreadState_Get();
-    saved = PyEval_SaveThread();
-    ps_atomic_store(&s->timer_ready, 1);
 
     next = ps_monotonic_ns() + ps_jittered(s->period_ns, &rng);
     for (;;) {
@@ -337,17 +337,17 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
             break;  /* stop() asked us to finish */
         }
         s->ticks++;
-        if (ps_atomic_load(&s->owed) && !ps_finalizing()) {
-            /* the previous tick is still unserved: the main thread is not
-             * running Python code, so take the GIL and sample from here */
-            PyEval_RestoreThread(saved);
-            if (ps_atomic_load(&s->state) == PS_RUNNING && ps_atomic_exchange(&s->owed, 0)) {
-                s->served_fallback++;
-                ps_sample_all(s);
-            }
-            saved = PyEval_SaveThread();
+        /* The previous tick still unserved means the main thread is not
+         * running Python code (blocked in C, or waiting for the GIL), so
+         * the fallback thread takes the GIL for it. If the fallback served
+         * the previous tick, the main thread is likely still blocked:
+         * ring for this tick at once, or a blocked main thread would get
+         * only every other tick sampled. */
+        int unserved = ps_atomic_exchange(&s->owed, 1) != 0;
+        if (unserved || ps_atomic_load(&s->fallback_streak)) {
+            ps_bell_ring(&s->bell);
         }
-        ps_atomic_store(&s->owed, 1);
+        /* Py_AddPendingCall may be called without the GIL or a thread state */
         if (ps_atomic_exchange(&s->queued, 1) == 0) {
             if (Py_AddPendingCall(ps_pending_sample, NULL) == 0) {
                 ps_wake_main_thread(s->interp);
@@ -358,16 +358,51 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
         next += ps_jittered(s->period_ns, &rng);
         now = ps_monotonic_ns();
         if (next < now) {
-            /* fell behind (a long fallback wait, a suspended process):
+            /* fell behind (a suspended process, an overloaded machine):
              * skip the missed ticks rather than sample in a burst */
             s->missed_ticks += (uint64_t)((now - next) / s->period_ns) + 1;
             next = now + ps_jittered(s->period_ns, &rng);
         }
     }
+    return 0;
+}
+
+/* The fallback thread: takes the GIL to record a tick the main thread did
+ * not serve. Taking the GIL may wait for a hand-off (up to the switch
+ * interval, longer when several threads compete), which is why this is a
+ * thread of its own: a timer that waited here would stop ticking, and the
+ * main thread would get no pending calls meanwhile (measured: 38 samples/s
+ * of 500 requested with two busy threads, when the timer did both jobs). */
+static PS_THREAD_RETURN ps_fallback_main(void *arg)
+{
+    ps_sampler *s = &ps_S;
+    PyGILState_STATE gil;
+    PyThreadState *saved;
+    (void)arg;
+
+    /* one thread state for the whole session: creating one per fallback
+     * sample would allocate and take the runtime's head lock each time */
+    gil = PyGILState_Ensure();
+    s->fallback_tstate = PyThreadState_Get();
+    saved = PyEval_SaveThread();
+    ps_atomic_store(&s->fallback_ready, 1);
+
+    while (ps_bell_wait(&s->bell)) {
+        if (ps_finalizing()) {
+            continue;  /* a native thread must not wait for the GIL now */
+        }
+        PyEval_RestoreThread(saved);
+        if (ps_atomic_load(&s->state) == PS_RUNNING && ps_atomic_exchange(&s->owed, 0)) {
+            ps_atomic_store(&s->fallback_streak, 1);
+            s->served_fallback++;
+            ps_sample_all(s);
+        }
+        saved = PyEval_SaveThread();
+    }
 
     if (!ps_finalizing()) {
         PyEval_RestoreThread(saved);
-        s->timer_tstate = NULL;
+        s->fallback_tstate = NULL;
         PyGILState_Release(gil);  /* deletes our thread state, drops the GIL */
     }
     return 0;
@@ -424,9 +459,10 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->interp = PyInterpreterState_Main();
     s->ticks = s->missed_ticks = s->served_pending = s->served_fallback = 0;
     s->dropped_samples = s->truncated_stacks = 0;
-    s->timer_tstate = NULL;
+    s->fallback_tstate = NULL;
     ps_atomic_store(&s->owed, 0);
-    ps_atomic_store(&s->timer_ready, 0);
+    ps_atomic_store(&s->fallback_ready, 0);
+    ps_atomic_store(&s->fallback_streak, 0);
 
     s->walk = (uint32_t *)malloc((size_t)max_depth * sizeof(uint32_t));
     if (!s->walk ||
@@ -449,12 +485,17 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
             return PS_ERR_MEMORY;
         }
     }
-    if (!s->waker_ok) {
+    if (!s->sync_ok) {
         if (ps_waker_init(&s->waker) != 0) {
             ps_tables_free(s);
             return PS_ERR_THREAD;
         }
-        s->waker_ok = 1;
+        if (ps_bell_init(&s->bell) != 0) {
+            ps_waker_destroy(&s->waker);
+            ps_tables_free(s);
+            return PS_ERR_THREAD;
+        }
+        s->sync_ok = 1;
     }
     s->start_ns = s->last_sample_ns = ps_monotonic_ns();
     s->stop_ns = 0;
@@ -462,13 +503,14 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     return PS_OK;
 }
 
-/* GIL released: start the timer thread and wait until it holds its thread
- * state. Returns PS_OK or PS_ERR_THREAD. */
+/* GIL released: start the fallback thread, wait until it holds its
+ * thread state (it needs the GIL once to create it), then start the timer.
+ * Returns PS_OK or PS_ERR_THREAD. */
 static int ps_start_timer(void)
 {
     ps_sampler *s = &ps_S;
-    /* a fresh waker state: a stop signal from a previous session must not
-     * end this one */
+    /* fresh wake-up state: a stop from a previous session must not end
+     * this one */
 #if !defined(_WIN32)
     pthread_mutex_lock(&s->waker.mutex);
     s->waker.signalled = 0;
@@ -476,17 +518,22 @@ static int ps_start_timer(void)
 #else
     ResetEvent(s->waker.stop_event);
 #endif
-    if (ps_thread_start(&s->timer, ps_timer_main, NULL) != 0) {
+    ps_bell_reopen(&s->bell);
+    if (ps_thread_start(&s->fallback, ps_fallback_main, NULL) != 0) {
         return PS_ERR_THREAD;
     }
-    while (ps_atomic_load(&s->timer_ready) == 0) {
-        /* the timer needs the GIL once to create its thread state */
+    while (ps_atomic_load(&s->fallback_ready) == 0) {
 #if defined(_WIN32)
         Sleep(0);
 #else
         struct timespec ts = {0, 20000};
         nanosleep(&ts, NULL);
 #endif
+    }
+    if (ps_thread_start(&s->timer, ps_timer_main, NULL) != 0) {
+        ps_bell_close(&s->bell);
+        ps_thread_join(s->fallback);
+        return PS_ERR_THREAD;
     }
     return PS_OK;
 }
@@ -509,11 +556,14 @@ static int ps_begin_stop(void)
     return PS_OK;
 }
 
-/* GIL released: wake the timer and wait for it to finish. */
+/* GIL released: end the timer, then the fallback thread (which may be
+ * waiting for the GIL; the caller has released it), and wait for both. */
 static void ps_join_timer(void)
 {
     ps_waker_signal(&ps_S.waker);
     ps_thread_join(ps_S.timer);
+    ps_bell_close(&ps_S.bell);
+    ps_thread_join(ps_S.fallback);
 }
 
 /* GIL held, timer joined: the tables stay readable until ps_reset(). */
@@ -545,20 +595,20 @@ static void ps_reset(void)
     ps_tables_free(&ps_S);
 }
 
-/* In a child after fork(): there is no timer thread here; forget the
- * session without joining anything. The GIL is held. */
+/* In a child after fork(): there is no timer or fallback thread here;
+ * forget the session without joining anything. The GIL is held. */
 static void ps_after_fork_child(void)
 {
     ps_sampler *s = &ps_S;
-    /* the interpreter deleted the timer's thread state already */
-    s->timer_tstate = NULL;
+    /* the interpreter deleted the fallback's thread state already */
+    s->fallback_tstate = NULL;
     ps_tables_free(s);
     ps_atomic_store(&s->owed, 0);
     ps_atomic_store(&s->queued, 0);
     ps_atomic_store(&s->state, PS_IDLE);
-    /* the timer may have held the waker's mutex at the fork: start over
-     * with a fresh one instead of destroying a locked one */
-    s->waker_ok = 0;
+    /* the timer may have held the waker's or the bell's mutex at the
+     * fork: start over with fresh ones instead of destroying locked ones */
+    s->sync_ok = 0;
 }
 
 #endif /* PYSAMPLER_CORE_H */

@@ -277,6 +277,106 @@ static int ps_waker_wait_until(ps_waker *w, int64_t deadline_ns)
 }
 
 /* ------------------------------------------------------------------ */
+/* A bell: one thread rings (rings coalesce until the waiter wakes),   */
+/* the other waits for a ring or for the bell to be closed.           */
+/* ------------------------------------------------------------------ */
+typedef struct {
+#if defined(_WIN32)
+    HANDLE ring_event;   /* auto reset: one wake per ring(s) */
+    HANDLE close_event;  /* manual reset */
+#else
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int rung;
+    int closed;
+#endif
+} ps_bell;
+
+static int ps_bell_init(ps_bell *b)
+{
+#if defined(_WIN32)
+    b->ring_event = CreateEventW(NULL, FALSE, FALSE, NULL);
+    b->close_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (b->ring_event == NULL || b->close_event == NULL) {
+        if (b->ring_event) CloseHandle(b->ring_event);
+        if (b->close_event) CloseHandle(b->close_event);
+        return -1;
+    }
+    return 0;
+#else
+    b->rung = 0;
+    b->closed = 0;
+    if (pthread_mutex_init(&b->mutex, NULL) != 0) {
+        return -1;
+    }
+    if (pthread_cond_init(&b->cond, NULL) != 0) {
+        pthread_mutex_destroy(&b->mutex);
+        return -1;
+    }
+    return 0;
+#endif
+}
+
+/* Make the bell usable again after ps_bell_close. */
+static void ps_bell_reopen(ps_bell *b)
+{
+#if defined(_WIN32)
+    ResetEvent(b->close_event);
+    ResetEvent(b->ring_event);
+#else
+    pthread_mutex_lock(&b->mutex);
+    b->rung = 0;
+    b->closed = 0;
+    pthread_mutex_unlock(&b->mutex);
+#endif
+}
+
+static void ps_bell_ring(ps_bell *b)
+{
+#if defined(_WIN32)
+    SetEvent(b->ring_event);
+#else
+    pthread_mutex_lock(&b->mutex);
+    b->rung = 1;
+    pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->mutex);
+#endif
+}
+
+static void ps_bell_close(ps_bell *b)
+{
+#if defined(_WIN32)
+    SetEvent(b->close_event);
+#else
+    pthread_mutex_lock(&b->mutex);
+    b->closed = 1;
+    pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->mutex);
+#endif
+}
+
+/* Wait for a ring (returns 1) or for the bell to close (returns 0). */
+static int ps_bell_wait(ps_bell *b)
+{
+#if defined(_WIN32)
+    HANDLE handles[2];
+    handles[0] = b->close_event;
+    handles[1] = b->ring_event;
+    return WaitForMultipleObjects(2, handles, FALSE, INFINITE) == WAIT_OBJECT_0 + 1;
+#else
+    int rung;
+    pthread_mutex_lock(&b->mutex);
+    while (!b->rung && !b->closed) {
+        pthread_cond_wait(&b->cond, &b->mutex);
+    }
+    rung = !b->closed;
+    b->rung = 0;
+    pthread_mutex_unlock(&b->mutex);
+    return rung;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
 /* Native threads.                                                    */
 /* ------------------------------------------------------------------ */
 #if defined(_WIN32)
