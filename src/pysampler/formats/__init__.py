@@ -46,6 +46,12 @@ FORMATS: dict[str, Format] = {
             "pysampler.formats.cpuprofile",
             "Chrome DevTools Profiler.Profile JSON (Chrome, VS Code, speedscope)",
         ),
+        Format(
+            "collapsed",
+            (".collapsed", ".folded"),
+            "pysampler.formats.collapsed",
+            "collapsed stacks, one 'a;b;c count' line each (flamegraph.pl, speedscope)",
+        ),
     )
 }
 
