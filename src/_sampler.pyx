@@ -46,6 +46,7 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t served_fallback
         uint64_t dropped_samples
         uint64_t truncated_stacks
+        int64_t sampling_ns
 
     ps_sampler ps_S
     int PS_MODE_CPU, PS_MODE_WALL
@@ -201,5 +202,6 @@ cdef object _raw_tables():
             "served_fallback": s.served_fallback,
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,
+            "sampling_ns": s.sampling_ns,
         },
     }

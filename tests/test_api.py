@@ -128,6 +128,9 @@ def test_profile_columns_threads_and_metadata() -> None:
     assert abs(m.start_time - t0) < 1
     assert 0.4 < m.duration < 5
     assert m.dropped_samples == 0
+    # the sampler's own time: a few microseconds per event, never zero
+    assert m.sampling_events > 0
+    assert 0 < m.sampling_ns < m.duration * 1e9 * 0.1
     for col, dtype in (
         (prof.stack, np.int32),
         (prof.thread, np.int32),

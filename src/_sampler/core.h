@@ -99,6 +99,7 @@ typedef struct {
     uint64_t served_fallback;   /* sampling events run by the timer thread */
     uint64_t dropped_samples;   /* thread samples lost to full tables */
     uint64_t truncated_stacks;  /* samples deeper than max_depth */
+    int64_t sampling_ns;        /* time spent recording samples (our cost) */
 } ps_sampler;
 
 static ps_sampler ps_S;
@@ -202,13 +203,21 @@ static uint32_t ps_intern_frame(ps_sampler *s, PyCodeObject *code, int lasti)
 
 /* Record one sample of every thread. Never raises, never blocks; when a
  * table is full the thread's sample is dropped and counted. */
+static void ps_sample_threads(ps_sampler *s, int64_t now, int64_t wall);
+
 static void ps_sample_all(ps_sampler *s)
 {
     int64_t now = ps_monotonic_ns();
     int64_t wall = now - s->last_sample_ns;
-    PyThreadState *t;
 
     s->last_sample_ns = now;
+    ps_sample_threads(s, now, wall);
+    s->sampling_ns += ps_monotonic_ns() - now;
+}
+
+static void ps_sample_threads(ps_sampler *s, int64_t now, int64_t wall)
+{
+    PyThreadState *t;
     for (t = PyInterpreterState_ThreadHead(s->interp); t != NULL; t = PyThreadState_Next(t)) {
         ps_frame *f;
         uint32_t ti, node, n = 0;
@@ -459,6 +468,7 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->interp = PyInterpreterState_Main();
     s->ticks = s->missed_ticks = s->served_pending = s->served_fallback = 0;
     s->dropped_samples = s->truncated_stacks = 0;
+    s->sampling_ns = 0;
     s->fallback_tstate = NULL;
     ps_atomic_store(&s->owed, 0);
     ps_atomic_store(&s->fallback_ready, 0);

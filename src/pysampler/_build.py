@@ -75,6 +75,7 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         missed_ticks=int(stats["missed_ticks"]),
         served_in_place=int(stats["served_pending"]),
         served_by_timer=int(stats["served_fallback"]),
+        sampling_ns=int(stats["sampling_ns"]),
     )
     return Profile(
         frames=list(frame_ids),

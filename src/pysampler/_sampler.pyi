@@ -17,6 +17,7 @@ class Stats(TypedDict):
     served_fallback: int
     dropped_samples: int
     truncated_stacks: int
+    sampling_ns: int
 
 class RawTables(TypedDict):
     mode: str

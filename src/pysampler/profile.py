@@ -58,7 +58,8 @@ class Metadata:
     sampling_events: int = 0  #: timer ticks that were turned into samples
     missed_ticks: int = 0  #: ticks skipped because the timer fell behind
     served_in_place: int = 0  #: events recorded by the running thread itself
-    served_by_timer: int = 0  #: events recorded by the timer thread
+    served_by_timer: int = 0  #: events recorded by the fallback thread
+    sampling_ns: int = 0  #: time spent recording samples (the sampler's own cost)
 
     @property
     def unit(self) -> str:
