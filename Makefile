@@ -29,8 +29,8 @@ test: build
 
 ## lint: ruff, mypy --strict and cython-lint
 lint: $(PY)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy --strict -p pysampler
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint --max-line-length 100 src/_sampler.pyx
 
