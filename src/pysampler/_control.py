@@ -33,7 +33,9 @@ DEFAULT_MAX_SAMPLES = 20_000_000
 DEFAULT_MAX_FRAMES = 1_000_000
 DEFAULT_MAX_NODES = 4_000_000
 
-_lock = threading.Lock()
+# re-entrant: a signal handler may call stop() while this thread is inside
+# start() or stop() (the nested call then sees a consistent state)
+_lock = threading.RLock()
 _session: dict[str, Any] | None = None
 
 
@@ -183,7 +185,7 @@ def _after_fork_in_child() -> None:
     # The child has no timer thread; the lock may have been held by a
     # thread that does not exist here.
     global _lock, _session
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     if _session is not None:
         _session = None
     _sampler.after_fork_child()
