@@ -152,9 +152,7 @@ def test_profile_written_on_sigint(script: Path, tmp_path: Path) -> None:
 
 def test_duration_writes_profile_while_program_keeps_running(script: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.pprof"
-    ours = pysampler(
-        "run", "--duration", "0.3", "-o", str(out), "prog.py", "1.0", cwd=tmp_path
-    )
+    ours = pysampler("run", "--duration", "0.3", "-o", str(out), "prog.py", "1.0", cwd=tmp_path)
     assert ours.returncode == 0
     assert "done" in ours.stdout  # the program ran to its end
     profile = read_profile(out)
