@@ -116,6 +116,25 @@ def test_run_module_with_options_after_it(tmp_path: Path) -> None:
     assert profile.sample_count > 50  # 500 Hz over at least 0.3 s
 
 
+def test_console_script_runs_module_from_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "localmod.py").write_text(PROGRAM)
+    exe = Path(sys.executable).with_name("pysampler")
+    if not exe.exists():
+        pytest.skip("the pysampler console script is not installed beside this Python")
+    out = tmp_path / "out.collapsed"
+    proc = subprocess.run(
+        [str(exe), "run", "-q", "-o", str(out), "-m", "localmod", "0.2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "path0 True" in proc.stdout
+    assert "hot_loop" in out.read_text()
+
+
 def test_profile_written_when_program_raises(script: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.pprof"
     ours = pysampler("run", "-o", str(out), "prog.py", "0.2", "raise", cwd=tmp_path)

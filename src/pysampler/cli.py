@@ -249,6 +249,9 @@ class _Program:
         else:
             self.path = None
             self.argv = [module, *target]
+            # look the module up where ``python -m`` would: from the current
+            # directory (the console script's own folder is sys.path[0] now)
+            sys.path[0] = os.getcwd()
             try:
                 spec = importlib.util.find_spec(module)
             except (ImportError, ValueError) as exc:
