@@ -109,11 +109,9 @@ def test_speedscope_imports_file_and_shows_hot_function(
     url, _ = site
     table = open_in_speedscope(browser, url, name)
     assert "hot" in table and "cold" in table, sorted(table)
-    hot_self, cold_self = table["hot"][1], table["cold"][1]
-    # spin_cpu does the work under both: all self time is spin_cpu's
+    # spin_cpu does the work under both, so it has the most self time
     assert max(table.items(), key=lambda kv: kv[1][1])[0] == "spin_cpu"
     hot_total, cold_total = table["hot"][0], table["cold"][0]
-    assert hot_self == cold_self == 0
     assert 0.6 < hot_total / (hot_total + cold_total) < 0.9
 
 
