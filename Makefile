@@ -24,6 +24,7 @@ demo: $(PY)
 ## test: install test dependencies (Python and Debian) and run lint and the suite
 test: build
 	./scripts/system-deps.sh
+	./scripts/viewer-deps.sh
 	$(MAKE) lint
 	$(PY) -m pytest -q
 

@@ -1,10 +1,15 @@
 #!/bin/sh
-# Debian packages the test suite reads our output with (go tool pprof).
+# Debian packages the test suite reads our output with (go tool pprof,
+# chromium, npm).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -eu
 
 need=""
 command -v go >/dev/null 2>&1 || need="$need golang-go"
+# headless browser for the HTML flame graph and speedscope tests (Playwright
+# drives this binary; no browser is ever downloaded) and npm for speedscope
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v npm >/dev/null 2>&1 || need="$need npm"
 
 if [ -n "$need" ]; then
     SUDO=""

@@ -121,6 +121,17 @@ def stop():
         ps_reset()
 
 
+def sample_count():
+    """Sample rows recorded so far in the running session (0 when idle).
+
+    For progress display only: read under the GIL, which every writer of
+    the count holds, so the value is a consistent snapshot.
+    """
+    if ps_atomic_load(&ps_S.state) == PS_IDLE:
+        return 0
+    return ps_S.samples.count
+
+
 def after_fork_child():
     """Forget the session in a forked child (no timer thread exists there)."""
     ps_after_fork_child()

@@ -12,17 +12,19 @@ Nodes are per function (the line is in ``positionTicks``), with one
 ``Thread: <name>`` node per thread under ``(root)``. ``callFrame`` line and
 column numbers are 0-based; ``positionTicks`` lines are 1-based, as Chrome
 writes them.
+
+:func:`read` rebuilds a Profile from ``nodes``, ``samples`` and
+``timeDeltas``, ours or Chrome's / Node's.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pysampler.profile import Profile
+from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
 
 
 class _Tree:
@@ -140,3 +142,118 @@ def write(profile: Profile) -> bytes:
         "timeDeltas": deltas,
     }
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+# -- reading -------------------------------------------------------------
+
+_THREAD_PREFIX = "Thread: "
+#: pseudo-frames Chrome and Node put where no JavaScript ran
+_IDLE_NAMES = ("(idle)",)
+
+
+def read(data: bytes) -> Profile:
+    """Parse a ``.cpuprofile`` (ours, Chrome's or Node's) into a Profile.
+
+    Each sample lasts until the next one's timestamp (the last until
+    ``endTime``); ``(idle)`` samples are dropped. ``Thread: <name>``
+    children of ``(root)`` (as we write them) become threads; a profile
+    without them has one thread. The format records neither the sampling
+    mode nor the rate: the profile is read as CPU time, and the rate is the
+    one the timestamps show. Lines are the functions' first lines (the
+    per-line ``positionTicks`` are not spread over samples).
+
+    Args:
+        data: the file's contents (UTF-8 JSON).
+
+    Raises:
+        ValueError: the data is not a readable ``.cpuprofile``.
+    """
+    try:
+        doc = json.loads(data)
+        nodes = {int(n["id"]): n for n in doc["nodes"]}
+        samples = [int(s) for s in doc.get("samples", [])]
+        deltas = [int(t) for t in doc.get("timeDeltas", [])]
+        start_us = int(doc.get("startTime", 0))
+        end_us = int(doc.get("endTime", start_us))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a valid .cpuprofile ({exc})") from None
+    if len(deltas) != len(samples):
+        raise ValueError(".cpuprofile has a different number of samples and timeDeltas")
+
+    parent: dict[int, int] = {}
+    for nid, node in nodes.items():
+        for child in node.get("children", ()):
+            parent[int(child)] = nid
+    roots = [nid for nid in nodes if nid not in parent]
+
+    frames: dict[Frame, int] = {}
+    tree: dict[tuple[int, int], int] = {}
+    threads: dict[str, int] = {}
+    # per cpuprofile node: (thread index, stack node) or None to drop its samples
+    placed: dict[int, tuple[int, int] | None] = {}
+
+    def place(nid: int) -> tuple[int, int] | None:
+        chain = []
+        n: int | None = nid
+        while n is not None and n not in placed:
+            chain.append(n)
+            n = parent.get(n)
+        where = placed.get(n) if n is not None else None
+        for n in reversed(chain):
+            call = nodes[n].get("callFrame", {})
+            name = str(call.get("functionName", ""))
+            url = str(call.get("url", ""))
+            if n in roots or (n in parent and parent[n] in roots and name in _IDLE_NAMES):
+                where = None if n not in roots else (-1, -1)
+            elif where == (-1, -1) and name.startswith(_THREAD_PREFIX) and not url:
+                where = (threads.setdefault(name[len(_THREAD_PREFIX) :], len(threads)), -1)
+            elif where is not None:
+                if where[0] < 0:  # no thread node: one thread for the whole profile
+                    where = (threads.setdefault("main", len(threads)), -1)
+                line0 = int(call.get("lineNumber", -1))
+                first = line0 + 1 if line0 >= 0 else 0
+                frame = Frame(name or "(anonymous)", url, first, first)
+                fid = frames.setdefault(frame, len(frames))
+                where = (where[0], tree.setdefault((where[1], fid), len(tree)))
+            placed[n] = where
+        return where
+
+    times = np.cumsum(np.asarray(deltas, dtype=np.int64)) + start_us
+    durations = np.diff(np.r_[times, max(end_us, int(times[-1]) if len(times) else end_us)])
+    rows_stack: list[int] = []
+    rows_thread: list[int] = []
+    keep: list[int] = []
+    for i, sid in enumerate(samples):
+        if sid not in nodes:
+            raise ValueError(f".cpuprofile sample refers to node {sid}, which does not exist")
+        where = place(sid)
+        if where is None or where[1] < 0:
+            continue  # idle, or time spent in (root) itself
+        rows_thread.append(where[0])
+        rows_stack.append(where[1])
+        keep.append(i)
+    kept = np.asarray(keep, dtype=np.int64)
+    dur_ns = np.maximum(durations[kept], 0) * 1000 if len(kept) else np.zeros(0, np.int64)
+    time_ns = times[kept] * 1000 if len(kept) else np.zeros(0, np.int64)
+    duration = max(0.0, (end_us - start_us) / 1e6)
+    events = len(np.unique(times)) if len(times) else 0
+    hz = events / duration if duration > 0 else 0.0
+    meta = Metadata(
+        mode="cpu",
+        hz_requested=hz,
+        hz_delivered=hz,
+        start_time=start_us / 1e6,
+        duration=duration,
+    )
+    return Profile(
+        frames=list(frames),
+        stack_parent=[k[0] for k in tree],
+        stack_frame=[k[1] for k in tree],
+        stack=rows_stack,
+        thread=rows_thread,
+        time_ns=time_ns,
+        cpu_ns=dur_ns,
+        wall_ns=dur_ns,
+        threads=[ThreadInfo(i, 0, name) for i, name in enumerate(threads)],
+        metadata=meta,
+    )

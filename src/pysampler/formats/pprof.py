@@ -1,5 +1,8 @@
 """pprof (profile.proto, gzip-compressed): go tool pprof, Pyroscope, Grafana.
 
+:func:`write` serialises a Profile; :func:`read` parses ours and, where the
+data allows, pprof from other tools (see its docstring).
+
 Layout of what we write:
   - sample types ``samples/count`` and ``cpu/nanoseconds`` (or
     ``wall/nanoseconds``); period type and period = one sampling interval;
@@ -14,12 +17,13 @@ Layout of what we write:
 from __future__ import annotations
 
 import gzip
-from typing import TYPE_CHECKING
+import re
+import zlib
 
-from pysampler.formats._protobuf import Message
+import numpy as np
 
-if TYPE_CHECKING:
-    from pysampler.profile import Profile
+from pysampler.formats._protobuf import Message, fields, unpack
+from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
 
 
 class _Strings:
@@ -103,3 +107,276 @@ def write(profile: Profile) -> bytes:
     for s in strings.index:  # insertion order is index order
         table.text(6, s)
     return gzip.compress(body + table.encode() + tail.encode(), mtime=0)
+
+
+# -- reading -------------------------------------------------------------
+
+#: nanoseconds per unit, for sample types measured in time
+_TIME_UNITS = {
+    "nanoseconds": 1,
+    "ns": 1,
+    "microseconds": 1_000,
+    "us": 1_000,
+    "milliseconds": 1_000_000,
+    "ms": 1_000_000,
+    "seconds": 1_000_000_000,
+    "s": 1_000_000_000,
+}
+#: weight of a sample when nothing says how long a count lasts (100 Hz)
+_DEFAULT_PERIOD_NS = 10_000_000
+
+
+def _signed(value: int) -> int:
+    # int64 fields arrive as two's-complement varints
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class _Decoded:
+    """The parts of profile.proto a Profile needs, decoded as plain Python."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.types: list[tuple[int, int]] = []
+        self.samples: list[tuple[list[int], list[int], list[tuple[int, int, int]]]] = []
+        self.mappings: dict[int, int] = {}  # id -> filename string index
+        self.locations: dict[int, tuple[int, int, list[tuple[int, int]]]] = {}
+        self.functions: dict[int, tuple[int, int, int]] = {}  # name, filename, start line
+        self.strings: list[str] = []
+        self.time_nanos = self.duration_nanos = self.period = 0
+        self.period_type = (0, 0)
+        self.comments: list[int] = []
+        self.default_type = 0
+        for field, _wire, value in fields(raw):
+            if isinstance(value, bytes):
+                self._field(field, value)
+            elif field == 9:
+                self.time_nanos = _signed(value)
+            elif field == 10:
+                self.duration_nanos = _signed(value)
+            elif field == 12:
+                self.period = _signed(value)
+            elif field == 13:
+                self.comments.append(value)
+            elif field == 14:
+                self.default_type = value
+
+    def _field(self, field: int, value: bytes) -> None:
+        if field == 1:
+            self.types.append(_value_type(value))
+        elif field == 2:
+            locs: list[int] = []
+            vals: list[int] = []
+            labels: list[tuple[int, int, int]] = []
+            for f, _w, v in fields(value):
+                if f == 1:
+                    locs += unpack(v)
+                elif f == 2:
+                    vals += [_signed(x) for x in unpack(v)]
+                elif f == 3 and isinstance(v, bytes):
+                    label = {1: 0, 2: 0, 3: 0}
+                    for lf, _lw, lv in fields(v):
+                        if lf in label and isinstance(lv, int):
+                            label[lf] = lv
+                    labels.append((label[1], label[2], label[3]))
+            self.samples.append((locs, vals, labels))
+        elif field == 3:
+            m = {1: 0, 5: 0}
+            for f, _w, v in fields(value):
+                if f in m and isinstance(v, int):
+                    m[f] = v
+            self.mappings[m[1]] = m[5]
+        elif field == 4:
+            loc = {1: 0, 2: 0, 3: 0}
+            lines: list[tuple[int, int]] = []
+            for f, _w, v in fields(value):
+                if f == 4 and isinstance(v, bytes):
+                    ln = {1: 0, 2: 0}
+                    for lf, _lw, lv in fields(v):
+                        if lf in ln and isinstance(lv, int):
+                            ln[lf] = lv
+                    lines.append((ln[1], _signed(ln[2])))
+                elif f in loc and isinstance(v, int):
+                    loc[f] = v
+            self.locations[loc[1]] = (loc[2], loc[3], lines)
+        elif field == 5:
+            fn = {1: 0, 2: 0, 4: 0, 5: 0}
+            for f, _w, v in fields(value):
+                if f in fn and isinstance(v, int):
+                    fn[f] = v
+            self.functions[fn[1]] = (fn[2], fn[4], _signed(fn[5]))
+        elif field == 6:
+            self.strings.append(value.decode("utf-8", "replace"))
+        elif field == 11:
+            self.period_type = _value_type(value)
+        elif field == 13:
+            self.comments += unpack(value)
+
+    def string(self, index: int) -> str:
+        return self.strings[index] if 0 <= index < len(self.strings) else ""
+
+
+def _value_type(data: bytes) -> tuple[int, int]:
+    vt = {1: 0, 2: 0}
+    for f, _w, v in fields(data):
+        if f in vt and isinstance(v, int):
+            vt[f] = v
+    return vt[1], vt[2]
+
+
+def _choose_value(d: _Decoded) -> tuple[int, int | None, str]:
+    """(index of the value to use, index of a sample count or None, mode)."""
+    types = [(d.string(t), d.string(u)) for t, u in d.types]
+    if not types:
+        raise ValueError("pprof data declares no sample types")
+    count = next((i for i, (t, u) in enumerate(types) if u == "count"), None)
+
+    def timed(i: int) -> bool:
+        return types[i][1] in _TIME_UNITS
+
+    default = d.string(d.default_type)
+    choice = next((i for i, (t, _) in enumerate(types) if t == default and timed(i)), None)
+    for wanted in ("cpu", "wall"):
+        if choice is None:
+            choice = next((i for i, (t, _) in enumerate(types) if t == wanted and timed(i)), None)
+    if choice is None:
+        choice = next((i for i in range(len(types)) if timed(i)), None)
+    if choice is None and count is not None:
+        choice = count  # counts only: each count lasts one period
+    if choice is None:
+        found = ", ".join(f"{t}/{u}" for t, u in types)
+        raise ValueError(f"pprof data has no time or count sample type (it has {found})")
+    mode = "wall" if types[choice][0] == "wall" else "cpu"
+    return choice, count, mode
+
+
+def read(data: bytes) -> Profile:
+    """Parse pprof (gzip-compressed or plain profile.proto) into a Profile.
+
+    Our own files come back as written. From other tools: the sample type
+    used is the file's default one if it is measured in time, else ``cpu``,
+    ``wall``, the first one in time units, or counts times the period;
+    inlined frames become separate frames; a location without line
+    information is named by its address; threads come from ``thread_id`` /
+    ``thread_name`` labels when present (one thread otherwise). pprof keeps
+    no per-sample timestamps, so samples are laid out one after another.
+
+    Args:
+        data: the file's contents.
+
+    Raises:
+        ValueError: the data is not a readable pprof profile.
+    """
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        d = _Decoded(raw)
+    except (OSError, EOFError, zlib.error, ValueError, IndexError) as exc:
+        raise ValueError(f"not a valid pprof profile ({exc})") from None
+    index, count_index, mode = _choose_value(d)
+    unit = d.string(d.types[index][1])
+    period_unit = _TIME_UNITS.get(d.string(d.period_type[1]), 0)
+    period_ns = d.period * period_unit if d.period > 0 and period_unit else 0
+    scale = _TIME_UNITS.get(unit, period_ns or _DEFAULT_PERIOD_NS)
+
+    frames: dict[Frame, int] = {}
+    loc_frames: dict[int, list[int]] = {}  # location id -> frame ids, caller first
+
+    def location(loc_id: int) -> list[int]:
+        known = loc_frames.get(loc_id)
+        if known is not None:
+            return known
+        mapping, address, lines = d.locations.get(loc_id, (0, 0, []))
+        out: list[int] = []
+        for fn_id, line in reversed(lines):  # lines[0] is the innermost (inlined) one
+            name, filename, start = d.functions.get(fn_id, (0, 0, 0))
+            label = d.string(name) or f"0x{address:x}"
+            frame = Frame(label, d.string(filename), max(0, start), max(0, line))
+            out.append(frames.setdefault(frame, len(frames)))
+        if not out:
+            label = f"0x{address:x}" if address else f"location {loc_id}"
+            frame = Frame(label, d.string(d.mappings.get(mapping, 0)), 0, 0)
+            out.append(frames.setdefault(frame, len(frames)))
+        loc_frames[loc_id] = out
+        return out
+
+    thread_id_key = d.strings.index("thread_id") if "thread_id" in d.strings else -1
+    thread_name_key = d.strings.index("thread_name") if "thread_name" in d.strings else -1
+    threads: dict[tuple[str, str], int] = {}
+    nodes: dict[tuple[int, int], int] = {}
+    rows_stack: list[int] = []
+    rows_thread: list[int] = []
+    rows_value: list[int] = []
+    for locs, vals, labels in d.samples:
+        if index >= len(vals):
+            continue
+        n = vals[count_index] if count_index is not None and count_index < len(vals) else 1
+        value = vals[index] * scale
+        if value <= 0 and n <= 0:
+            continue
+        ident = name = ""
+        for key, text, num in labels:
+            if key == thread_id_key:
+                ident = d.string(text) or str(num)
+            elif key == thread_name_key:
+                name = d.string(text)
+        thread = threads.setdefault((ident, name), len(threads))
+        node = -1
+        for loc_id in reversed(locs):  # location ids are listed leaf first
+            for fid in location(loc_id):
+                node = nodes.setdefault((node, fid), len(nodes))
+        if node < 0:
+            node = nodes.setdefault(
+                (-1, frames.setdefault(Frame("(unknown)", "", 0, 0), len(frames))), len(nodes)
+            )
+        # one row per counted sample keeps sample counts; the value is split
+        # evenly (remainder on the first rows) so totals stay exact
+        n = max(1, n)
+        share, extra = divmod(max(0, value), n)
+        rows_stack += [node] * n
+        rows_thread += [thread] * n
+        rows_value += [share + 1] * extra + [share] * (n - extra)
+
+    value_arr = np.asarray(rows_value, dtype=np.int64)
+    start_ns = d.time_nanos
+    time_ns = (
+        start_ns + np.concatenate(([0], np.cumsum(value_arr)[:-1])) if len(value_arr) else value_arr
+    )
+    info = _comment_facts(d)
+    duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else float(value_arr.sum()) / 1e9
+    hz = float(info.get("hz", 1e9 / period_ns if period_ns else 0.0))
+    thread_list = []
+    for i, (ident, name) in enumerate(threads):
+        num = int(ident) if ident.isdigit() else i
+        thread_list.append(ThreadInfo(num, 0, name or (f"Thread-{ident}" if ident else "all")))
+    meta = Metadata(
+        mode=str(info.get("mode", mode)) if info.get("mode") in ("cpu", "wall") else mode,
+        hz_requested=hz,
+        hz_delivered=float(info.get("delivered_hz", hz)),
+        start_time=start_ns / 1e9,
+        duration=duration,
+        pid=int(info.get("pid", 0)),
+        python_version=str(info.get("python", "")),
+        dropped_samples=int(info.get("dropped_samples", 0)),
+    )
+    return Profile(
+        frames=list(frames),
+        stack_parent=[k[0] for k in nodes],
+        stack_frame=[k[1] for k in nodes],
+        stack=rows_stack,
+        thread=rows_thread,
+        time_ns=time_ns,
+        cpu_ns=value_arr if meta.mode == "cpu" else np.zeros_like(value_arr),
+        wall_ns=value_arr,
+        threads=thread_list,
+        metadata=meta,
+    )
+
+
+_COMMENT = re.compile(r"(\w+)=(\S+)")
+
+
+def _comment_facts(d: _Decoded) -> dict[str, str]:
+    """key=value facts from the comment pysampler writes (empty for others)."""
+    for idx in d.comments:
+        text = d.string(idx)
+        if text.startswith("pysampler "):
+            return dict(_COMMENT.findall(text))
+    return {}

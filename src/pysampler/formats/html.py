@@ -1,0 +1,108 @@
+"""A self-contained HTML flame graph: one file, inline script and style, no
+network fetch, so it opens from ``file://`` and can be mailed around.
+
+The page (``flamegraph.html`` beside this module) gets the call tree as
+JSON: per-function frames (name, file, first line) and one tree whose first
+level is the threads, each node carrying its total value and sample count.
+The page draws it as boxes (HTML elements, so they can be searched,
+hovered and tested), lets the reader pick a thread or all of them, zoom by
+clicking and highlight functions matching a search.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pysampler.profile import Profile
+
+_DATA_MARK = "/*PYSAMPLER_DATA*/null"
+_TITLE_MARK = "PYSAMPLER_TITLE"
+
+
+def tree_data(profile: Profile) -> dict[str, Any]:
+    """The call tree the page draws, as JSON-ready data.
+
+    Node 0 is the root (all threads); nodes 1..T are the threads (``fn`` is
+    ``-1 - thread index``); further nodes are calls, ``fn`` indexing
+    ``functions``. ``value`` and ``samples`` are totals (the node and all
+    below it); children are listed heaviest first.
+    """
+    functions: dict[tuple[str, str, int], int] = {}
+    fn_of_frame = [functions.setdefault(f.function_key, len(functions)) for f in profile.frames]
+    parent = [-1]
+    fn = [-1]
+    value = [0]
+    samples = [0]
+    children: dict[tuple[int, int], int] = {}
+
+    def child(of: int, f: int) -> int:
+        key = (of, f)
+        node = children.get(key)
+        if node is None:
+            node = children[key] = len(parent)
+            parent.append(of)
+            fn.append(f)
+            value.append(0)
+            samples.append(0)
+        return node
+
+    for thread, frames, count, weight in profile.stacks():
+        if weight <= 0:
+            continue
+        path = [child(0, -1 - thread)]
+        for fid in frames:
+            path.append(child(path[-1], fn_of_frame[fid]))
+        for node in (0, *path):
+            value[node] += weight
+            samples[node] += count
+
+    # renumber so that children come heaviest first and parents first
+    kids: dict[int, list[int]] = {}
+    for node in range(1, len(parent)):
+        kids.setdefault(parent[node], []).append(node)
+    order = [0]
+    for node in order:  # grows while iterating: a breadth-first walk
+        order.extend(sorted(kids.get(node, ()), key=lambda n: -value[n]))
+    new = {old: i for i, old in enumerate(order)}
+    meta = profile.metadata
+    return {
+        "mode": meta.mode,
+        "hz": meta.hz_requested,
+        "hzDelivered": round(meta.hz_delivered, 1),
+        "duration": round(meta.duration, 3),
+        "start": _iso(meta.start_time),
+        "pid": meta.pid,
+        "python": meta.python_version,
+        "dropped": meta.dropped_samples,
+        "threads": [t.name for t in profile.threads],
+        "functions": [list(k) for k in functions],
+        "parent": [new[parent[o]] if o else -1 for o in order],
+        "fn": [fn[o] for o in order],
+        "value": [value[o] for o in order],
+        "samples": [samples[o] for o in order],
+    }
+
+
+def _iso(unix: float) -> str:
+    if unix <= 0:
+        return ""
+    when = datetime.datetime.fromtimestamp(unix, tz=datetime.timezone.utc)
+    return when.isoformat(timespec="seconds")
+
+
+def write(profile: Profile) -> bytes:
+    """Serialise ``profile`` as a self-contained HTML flame graph page."""
+    page = resources.files("pysampler.formats").joinpath("flamegraph.html").read_text("utf-8")
+    data = json.dumps(tree_data(profile), separators=(",", ":"))
+    # inside <script>, "</script" or "<!--" in a function name would end or
+    # confuse the element; JSON lets "<" be written as an escape instead
+    data = data.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    mode = "CPU" if profile.metadata.mode == "cpu" else "wall"
+    title = html.escape(f"pysampler {mode} flame graph")
+    page = page.replace(_TITLE_MARK, title).replace(_DATA_MARK, data)
+    return page.encode("utf-8")
