@@ -123,7 +123,13 @@ def test_delivered_rate_with_cpu_bound_main_thread(hz: int, floor: float) -> Non
     # a mechanism that cannot reach it (a GIL-acquiring timer caps near 190 Hz).
     with pysampler.profile(hz=hz) as p:
         spin_cpu(1.5)
-    assert p.profile.metadata.hz_delivered >= floor, p.profile.metadata
+    m = p.profile.metadata
+    # every tick of the timer is served: none waits out a GIL hand-off
+    assert m.sampling_events >= 0.8 * m.ticks, m
+    # and the timer keeps its schedule, unless the OS itself did not run it
+    # on time (an overloaded machine shows up as missed ticks)
+    if m.missed_ticks < 0.05 * m.ticks:
+        assert m.hz_delivered >= floor, m
 
 
 def test_generators_and_coroutines_are_sampled() -> None:

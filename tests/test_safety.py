@@ -50,9 +50,11 @@ def test_fork_while_profiling_child_runs_without_sampler() -> None:
                 os._exit(0 if ok and p.sample_count > 10 else 3)
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0, status
+        after = _sampler.monotonic_ns()
         spin_cpu(0.2)
         p = pysampler.stop()
-        assert p.metadata.hz_delivered > 500, p.metadata
+        # the parent kept profiling after its forks
+        assert (p.time_ns > after).sum() >= 50, p.metadata
         print("ok", p.sample_count)
         """
     )

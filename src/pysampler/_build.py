@@ -72,6 +72,7 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         dropped_samples=int(stats["dropped_samples"]),
         truncated_stacks=int(stats["truncated_stacks"]),
         sampling_events=events,
+        ticks=int(stats["ticks"]),
         missed_ticks=int(stats["missed_ticks"]),
         served_in_place=int(stats["served_pending"]),
         served_by_timer=int(stats["served_fallback"]),

@@ -56,6 +56,7 @@ class Metadata:
     dropped_samples: int = 0  #: thread samples lost to full tables
     truncated_stacks: int = 0  #: samples deeper than the depth cap
     sampling_events: int = 0  #: timer ticks that were turned into samples
+    ticks: int = 0  #: timer ticks (each asks for one sampling event)
     missed_ticks: int = 0  #: ticks skipped because the timer fell behind
     served_in_place: int = 0  #: events recorded by the running thread itself
     served_by_timer: int = 0  #: events recorded by the fallback thread
