@@ -2,8 +2,9 @@
 
 Four threads for about three seconds: the main thread finds primes, a
 worker scores words, another round-trips JSON (time mostly in C), and one
-sleeps. The profile is written as ``demo.pprof`` and ``demo.cpuprofile``
-and the hottest functions are printed.
+sleeps. The profile is written as ``demo.html`` (flame graph),
+``demo.pprof`` and ``demo.cpuprofile``, and the hottest functions are
+printed.
 """
 
 from __future__ import annotations
@@ -98,15 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         run_workload(args.seconds)
     os.makedirs(args.out_dir, exist_ok=True)
     written = []
-    for name in ("demo.pprof", "demo.cpuprofile"):
+    for name in ("demo.html", "demo.pprof", "demo.cpuprofile"):
         path = os.path.join(args.out_dir, name)
         p.save(path)
         written.append(path)
     print(p.top(10))
     print()
     print("wrote " + ", ".join(written))
-    print(f"  go tool pprof -top {written[0]}")
-    print(f"  open {written[1]} in Chrome DevTools, VS Code or speedscope")
+    print(f"  open {written[0]} in a browser (flame graph)")
+    print(f"  go tool pprof -top {written[1]}")
+    print(f"  open {written[2]} in Chrome DevTools, VS Code or speedscope")
     return 0
 
 
