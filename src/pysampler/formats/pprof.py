@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pysampler.formats._protobuf import Message
 
 if TYPE_CHECKING:
+    from pysampler.heap_profile import HeapProfile
     from pysampler.profile import Profile
 
 
@@ -103,3 +104,10 @@ def write(profile: Profile) -> bytes:
     for s in strings.index:  # insertion order is index order
         table.text(6, s)
     return gzip.compress(body + table.encode() + tail.encode(), mtime=0)
+
+
+def write_heap(profile: HeapProfile) -> bytes:
+    """Serialise a heap profile as pprof (see pprof_heap.py)."""
+    from pysampler.formats.pprof_heap import write_heap as write_heap_pprof
+
+    return write_heap_pprof(profile)
