@@ -206,12 +206,27 @@ static inline int ps_live_remove(ps_live_map *m, uintptr_t key)
 /* ------------------------------------------------------------------ */
 /* The heap profiler's state                                          */
 /* ------------------------------------------------------------------ */
+/* One installation of the wrapper: what it forwards to, per domain, and
+ * whether it samples. A wrapper another allocator hook (tracemalloc, say)
+ * saved while it wrapped us may be called after we "uninstalled", so an
+ * installation is never freed, only reused once it was taken off the top
+ * of the chain by us (then nobody else holds it). Old installations that
+ * stay reachable forward without sampling. */
 typedef struct {
-    int installed;            /* our functions are in the allocator chain */
-    int enabled;              /* a session runs: sample and match frees */
+    PyMemAllocatorEx orig;    /* the allocator we forward to */
+    int active;               /* this installation samples (a session runs) */
+} ps_heap_domain;
+
+typedef struct {
+    ps_heap_domain mem;
+    ps_heap_domain obj;
+} ps_heap_gen;
+
+typedef struct {
+    int enabled;              /* a session runs */
     int busy;                 /* recording or copying: allocations pass through */
-    PyMemAllocatorEx orig_mem;  /* what we forward to (never changes while installed) */
-    PyMemAllocatorEx orig_obj;
+    ps_heap_gen *active;      /* the installation of the running session */
+    ps_heap_gen *spare;       /* a retired installation nobody else holds */
     PyInterpreterState *interp; /* the interpreter whose threads we sample */
 
     double rate;              /* mean bytes between samples */
@@ -410,7 +425,7 @@ static void ps_heap_sample(ps_heap *h, void *p, size_t size)
 static inline void ps_heap_note_alloc(void *p, size_t size)
 {
     ps_heap *h = &ps_H;
-    if (p == NULL || !h->enabled) {
+    if (p == NULL) {
         return;
     }
     h->countdown -= (int64_t)size;
@@ -423,28 +438,33 @@ static inline void ps_heap_note_free(void *p)
 {
     ps_heap *h = &ps_H;
     /* the common case, a block we never sampled, costs one probe */
-    if (p != NULL && h->enabled && h->live.count != 0 && ps_heap_ours(h)) {
+    if (p != NULL && h->live.count != 0 && ps_heap_ours(h)) {
         h->freed += (uint64_t)ps_live_remove(&h->live, (uintptr_t)p);
     }
 }
 
 /* ------------------------------------------------------------------ */
-/* The wrapper: ctx is the wrapped domain's original allocator.        */
+/* The wrapper: ctx is the domain's ps_heap_domain. Allocations are    */
+/* noted only while that installation is active.                      */
 /* ------------------------------------------------------------------ */
 static void *ps_heap_malloc(void *ctx, size_t size)
 {
-    PyMemAllocatorEx *o = (PyMemAllocatorEx *)ctx;
-    void *p = o->malloc(o->ctx, size);
-    ps_heap_note_alloc(p, size);
+    ps_heap_domain *d = (ps_heap_domain *)ctx;
+    void *p = d->orig.malloc(d->orig.ctx, size);
+    if (d->active) {
+        ps_heap_note_alloc(p, size);
+    }
     return p;
 }
 
 static void *ps_heap_calloc(void *ctx, size_t nelem, size_t elsize)
 {
-    PyMemAllocatorEx *o = (PyMemAllocatorEx *)ctx;
-    void *p = o->calloc(o->ctx, nelem, elsize);
-    /* no overflow: the allocator returned NULL if nelem * elsize overflowed */
-    ps_heap_note_alloc(p, nelem * elsize);
+    ps_heap_domain *d = (ps_heap_domain *)ctx;
+    void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
+    if (d->active) {
+        /* no overflow: the allocator returned NULL if nelem * elsize overflowed */
+        ps_heap_note_alloc(p, nelem * elsize);
+    }
     return p;
 }
 
@@ -453,9 +473,9 @@ static void *ps_heap_calloc(void *ctx, size_t nelem, size_t elsize)
  * its own chance of being sampled. */
 static void *ps_heap_realloc(void *ctx, void *ptr, size_t size)
 {
-    PyMemAllocatorEx *o = (PyMemAllocatorEx *)ctx;
-    void *p = o->realloc(o->ctx, ptr, size);
-    if (p != NULL) {
+    ps_heap_domain *d = (ps_heap_domain *)ctx;
+    void *p = d->orig.realloc(d->orig.ctx, ptr, size);
+    if (p != NULL && d->active) {
         ps_heap_note_free(ptr);  /* only now: on failure the old block lives on */
         ps_heap_note_alloc(p, size);
     }
@@ -464,32 +484,83 @@ static void *ps_heap_realloc(void *ctx, void *ptr, size_t size)
 
 static void ps_heap_free(void *ctx, void *ptr)
 {
-    PyMemAllocatorEx *o = (PyMemAllocatorEx *)ctx;
-    /* forget the record before the address can be handed out again */
-    ps_heap_note_free(ptr);
-    o->free(o->ctx, ptr);
-}
-
-/* Is the current allocator of `domain` our wrapper around `orig`? */
-static int ps_heap_on_top(PyMemAllocatorDomain domain, PyMemAllocatorEx *orig)
-{
-    PyMemAllocatorEx cur;
-    PyMem_GetAllocator(domain, &cur);
-    return cur.malloc == ps_heap_malloc && cur.ctx == (void *)orig;
-}
-
-/* GIL held: unhook when nobody wrapped the allocators over us since. If
- * someone did (tracemalloc started after us, say), their wrapper forwards
- * to ours: we stay in the chain as a plain pass-through, because taking
- * ourselves out would also take them out. */
-static void ps_heap_uninstall(ps_heap *h)
-{
-    if (h->installed && ps_heap_on_top(PYMEM_DOMAIN_MEM, &h->orig_mem) &&
-        ps_heap_on_top(PYMEM_DOMAIN_OBJ, &h->orig_obj)) {
-        PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &h->orig_mem);
-        PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &h->orig_obj);
-        h->installed = 0;
+    ps_heap_domain *d = (ps_heap_domain *)ctx;
+    if (d->active) {
+        /* forget the record before the address can be handed out again */
+        ps_heap_note_free(ptr);
     }
+    d->orig.free(d->orig.ctx, ptr);
+}
+
+/* The installation on top of both domains, if it is one of ours. */
+static ps_heap_gen *ps_heap_top(void)
+{
+    PyMemAllocatorEx m, o;
+    ps_heap_gen *g;
+    PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &m);
+    PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &o);
+    if (m.malloc != ps_heap_malloc || o.malloc != ps_heap_malloc || m.ctx == NULL) {
+        return NULL;
+    }
+    g = (ps_heap_gen *)m.ctx;  /* mem is the first member */
+    return o.ctx == (void *)&g->obj ? g : NULL;
+}
+
+/* GIL held: take our installations off the top of the chain, restoring
+ * what each wrapped. One that someone wrapped over since (tracemalloc
+ * started after us, say) stays: their wrapper forwards to it, and taking
+ * it out would take them out too; it forwards without sampling. */
+static void ps_heap_unwrap(ps_heap *h)
+{
+    ps_heap_gen *g;
+    while ((g = ps_heap_top()) != NULL) {
+        PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &g->mem.orig);
+        PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &g->obj.orig);
+        g->mem.active = g->obj.active = 0;
+        if (h->spare == NULL) {
+            h->spare = g;  /* nobody else holds it: ours to reuse */
+        }
+    }
+}
+
+/* GIL held: put a fresh installation on top of the chain. */
+static int ps_heap_install(ps_heap *h)
+{
+    PyMemAllocatorEx ours;
+    ps_heap_gen *g = h->spare;
+    if (g == NULL) {
+        g = (ps_heap_gen *)calloc(1, sizeof(ps_heap_gen));
+        if (g == NULL) {
+            return -1;
+        }
+    }
+    h->spare = NULL;
+    /* read the originals before our wrapper is in place, so it never
+     * forwards to itself */
+    PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &g->mem.orig);
+    PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &g->obj.orig);
+    g->mem.active = g->obj.active = 1;
+    ours.malloc = ps_heap_malloc;
+    ours.calloc = ps_heap_calloc;
+    ours.realloc = ps_heap_realloc;
+    ours.free = ps_heap_free;
+    ours.ctx = &g->mem;
+    PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &ours);
+    ours.ctx = &g->obj;
+    PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &ours);
+    h->active = g;
+    return 0;
+}
+
+/* GIL held: stop sampling and take our wrapper out where we can. */
+static void ps_heap_deactivate(ps_heap *h)
+{
+    h->enabled = 0;
+    if (h->active != NULL) {
+        h->active->mem.active = h->active->obj.active = 0;
+        h->active = NULL;
+    }
+    ps_heap_unwrap(h);
 }
 
 /* GIL held: drop the tables and the code objects they keep alive. The
@@ -520,8 +591,6 @@ static int ps_heap_start(double rate, int max_depth, uint32_t max_frames, uint32
                          uint32_t max_allocs, uint32_t max_live)
 {
     ps_heap *h = &ps_H;
-    PyMemAllocatorEx ours;
-
     if (h->enabled) {
         return PS_HEAP_ERR_RUNNING;
     }
@@ -548,23 +617,11 @@ static int ps_heap_start(double rate, int max_depth, uint32_t max_frames, uint32
     h->start_ns = ps_monotonic_ns();
     h->busy = 0;
 
-    if (!h->installed) {
-        /* read the originals while none of our wrappers is in place, so
-         * the wrapper never forwards to itself */
-        PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &h->orig_mem);
-        PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &h->orig_obj);
-        ours.malloc = ps_heap_malloc;
-        ours.calloc = ps_heap_calloc;
-        ours.realloc = ps_heap_realloc;
-        ours.free = ps_heap_free;
-        ours.ctx = &h->orig_mem;
-        PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &ours);
-        ours.ctx = &h->orig_obj;
-        PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &ours);
-        h->installed = 1;
+    ps_heap_unwrap(h);  /* a passthrough left from an earlier session */
+    if (ps_heap_install(h) != 0) {
+        ps_heap_tables_free(h);
+        return PS_HEAP_ERR_MEMORY;
     }
-    /* else: still in the chain under another wrapper since the last stop;
-     * just turn sampling back on */
     h->enabled = 1;
     return PS_HEAP_OK;
 }
@@ -577,8 +634,7 @@ static int ps_heap_stop(void)
     if (!h->enabled) {
         return PS_HEAP_ERR_NOT_RUNNING;
     }
-    h->enabled = 0;
-    ps_heap_uninstall(h);
+    ps_heap_deactivate(h);
     return PS_HEAP_OK;
 }
 
@@ -590,19 +646,21 @@ static void ps_heap_reset(void)
     }
 }
 
-/* Is our wrapper installed right now (on top, or under another one)? */
+/* Is one of our wrappers on top of the MEM or OBJ allocator right now? */
 static int ps_heap_hooked(void)
 {
-    return ps_H.installed;
+    PyMemAllocatorEx m, o;
+    PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &m);
+    PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &o);
+    return m.malloc == ps_heap_malloc || o.malloc == ps_heap_malloc;
 }
 
 /* In a child after fork(), GIL held: the child starts with no profiler. */
 static void ps_heap_after_fork_child(void)
 {
     ps_heap *h = &ps_H;
-    h->enabled = 0;
+    ps_heap_deactivate(h);
     h->busy = 0;
-    ps_heap_uninstall(h);
     ps_heap_tables_free(h);
 }
 
