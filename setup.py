@@ -13,6 +13,9 @@ extra_compile_args = []
 if sys.platform != "win32":
     extra_compile_args = ["-O2", "-Wall", "-Wno-unused-function"]
 
+# heap.h draws exponential intervals with log(); glibc keeps it in libm
+libraries = ["m"] if sys.platform.startswith("linux") else []
+
 extension = Extension(
     "pysampler._sampler",
     sources=["src/_sampler.pyx"],
@@ -22,9 +25,11 @@ extension = Extension(
         "src/_sampler/platform.h",
         "src/_sampler/pyframes.h",
         "src/_sampler/tables.h",
+        "src/_sampler/heap.h",
     ],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=extra_compile_args,
+    libraries=libraries,
 )
 
 setup(ext_modules=cythonize([extension], language_level=3))

@@ -216,3 +216,155 @@ cdef object _raw_tables():
             "sampling_ns": s.sampling_ns,
         },
     }
+
+
+# ----------------------------------------------------------------------
+# Heap profiling: an allocator wrapper that samples allocations by bytes
+# (src/_sampler/heap.h). Independent of the CPU sampler above: both may run
+# at once, each with its own tables.
+# ----------------------------------------------------------------------
+cdef extern from "_sampler/heap.h" nogil:
+    ctypedef struct ps_heap:
+        int enabled
+        int busy
+        double rate
+        int max_depth
+        uint64_t ordinal
+        uint64_t dropped
+        uint64_t truncated
+        uint64_t freed
+        int64_t start_ns
+
+    ctypedef struct ps_heap_copy:
+        uint32_t nframes, nnodes, nallocs, nlive
+        uint64_t *frame_code
+        uint64_t *frame_key
+        uint64_t *node_parent
+        uint64_t *node_frame
+        uint64_t *alloc_node
+        uint64_t *alloc_size
+        uint64_t *alloc_count
+        uint32_t *live_node
+        uint64_t *live_size
+        uint64_t *live_ordinal
+
+    ps_heap ps_H
+    int PS_HEAP_OK, PS_HEAP_ERR_RUNNING, PS_HEAP_ERR_NOT_RUNNING, PS_HEAP_ERR_MEMORY
+    int PS_HEAP_NATIVE_CODE
+    int ps_heap_start(double rate, int max_depth, uint32_t max_frames, uint32_t max_nodes,
+                      uint32_t max_allocs, uint32_t max_live) with gil
+    int ps_heap_stop() with gil
+    void ps_heap_reset() with gil
+    int ps_heap_hooked()
+    void ps_heap_after_fork_child() with gil
+    int ps_heap_copy_tables(ps_heap_copy *c) with gil
+    void ps_heap_copy_free(ps_heap_copy *c) with gil
+
+
+def heap_start(double sample_bytes, int max_depth, uint32_t max_frames, uint32_t max_nodes,
+               uint32_t max_allocs, uint32_t max_live):
+    """Wrap the MEM and OBJ allocators and start sampling. Arguments are
+    validated by the caller."""
+    cdef int rc = ps_heap_start(sample_bytes, max_depth, max_frames, max_nodes,
+                                max_allocs, max_live)
+    if rc == PS_HEAP_ERR_RUNNING:
+        raise AlreadyRunning("heap profiling is already running")
+    if rc == PS_HEAP_ERR_MEMORY:
+        raise MemoryError("cannot allocate the heap profiler's tables")
+
+
+def heap_is_running():
+    """True while a heap profiling session runs."""
+    return ps_H.enabled != 0
+
+
+def heap_hooked():
+    """True while our allocator wrapper is installed."""
+    return ps_heap_hooked() != 0
+
+
+def heap_snapshot():
+    """The heap session's tables now (see _sampler.pyi); it keeps running."""
+    if not ps_H.enabled:
+        raise NotRunning("heap profiling is not running")
+    return _heap_tables()
+
+
+def heap_stop():
+    """End the heap session, restore the allocators, return the tables."""
+    if ps_heap_stop() != PS_HEAP_OK:
+        raise NotRunning("heap profiling is not running")
+    try:
+        return _heap_tables()
+    finally:
+        ps_heap_reset()
+
+
+def heap_after_fork_child():
+    """In a forked child: unhook and forget the parent's heap session."""
+    ps_heap_after_fork_child()
+
+
+cdef object _copy_u64_as_int64(uint64_t *src, size_t n):
+    arr = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] view = arr
+    if n:
+        memcpy(&view[0], src, n * sizeof(int64_t))
+    return arr
+
+
+cdef object _heap_tables():
+    cdef ps_heap_copy c
+    cdef uint32_t i
+    cdef int was_busy = ps_H.busy
+    cdef PyObject *code
+    cdef int key
+    # our own allocations while we copy and build are not the program's
+    ps_H.busy = 1
+    try:
+        if ps_heap_copy_tables(&c) != 0:
+            raise MemoryError("cannot copy the heap profiler's tables")
+        try:
+            frames = []
+            for i in range(c.nframes):
+                code = <PyObject *><size_t>c.frame_code[i]
+                key = <int><int64_t>c.frame_key[i]
+                if code == NULL:
+                    # synthetic frames: "truncated" or "no Python frame"
+                    frames.append((None, -1 if key == PS_HEAP_NATIVE_CODE else 0))
+                else:
+                    frames.append((<object>code, ps_code_line(code, key)))
+            parent = np.empty(c.nnodes, dtype=np.int32)
+            frame = np.empty(c.nnodes, dtype=np.int32)
+            for i in range(c.nnodes):
+                parent[i] = <int32_t>(<int64_t>c.node_parent[i] - 1)
+                frame[i] = <int32_t>c.node_frame[i]
+            live_node = np.empty(c.nlive, dtype=np.int32)
+            if c.nlive:
+                live_node[:] = <uint32_t[:c.nlive]>c.live_node
+            raw = {
+                "frames": frames,
+                "node_parent": parent,
+                "node_frame": frame,
+                "alloc_node": _copy_u64_as_int64(c.alloc_node, c.nallocs).astype(np.int32),
+                "alloc_size": _copy_u64_as_int64(c.alloc_size, c.nallocs),
+                "alloc_count": _copy_u64_as_int64(c.alloc_count, c.nallocs),
+                "live_node": live_node,
+                "live_size": _copy_u64_as_int64(c.live_size, c.nlive),
+                "live_ordinal": _copy_u64_as_int64(c.live_ordinal, c.nlive),
+                "sample_bytes": ps_H.rate,
+                "max_depth": ps_H.max_depth,
+                "start_ns": ps_H.start_ns,
+                "now_ns": ps_monotonic_ns(),
+                "stats": {
+                    "sampled": ps_H.ordinal,
+                    "dropped_samples": ps_H.dropped,
+                    "truncated_stacks": ps_H.truncated,
+                    "frees_matched": ps_H.freed,
+                },
+            }
+        finally:
+            ps_heap_copy_free(&c)
+    finally:
+        ps_H.busy = was_busy
+    return raw

@@ -29,10 +29,14 @@ def profiler_idle() -> Iterator[None]:
     timer thread left behind."""
     assert not pysampler.is_running(), "a session was left running before this test"
     assert not _sampler.is_running()
+    assert not pysampler.heap.is_running(), "heap profiling was left running before this test"
+    assert not _sampler.heap_hooked(), "an allocator wrapper was left installed before this test"
     before = _os_thread_count() - threading.active_count()
     yield
     assert not pysampler.is_running(), "the test left a session running"
     assert not _sampler.is_running(), "the native sampler is still running"
+    assert not pysampler.heap.is_running(), "the test left heap profiling running"
+    assert not _sampler.heap_hooked(), "the test left an allocator wrapper installed"
     deadline = time.monotonic() + 5
     while _os_thread_count() - threading.active_count() > before:
         assert time.monotonic() < deadline, "a native thread was left behind"

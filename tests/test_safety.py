@@ -166,12 +166,13 @@ def test_blocked_main_thread_is_sampled_by_timer() -> None:
         pysampler.start(hz=500, mode="wall")
         time.sleep(1.0)
         q = pysampler.stop()
-        print(m.hz_delivered, q.metadata.hz_delivered)
+        print(m.hz_delivered, q.metadata.sampling_events / q.metadata.ticks)
         """
     )
-    busy, idle = (float(x) for x in out.stdout.split())
+    busy, idle_served = (float(x) for x in out.stdout.split())
     assert busy > 60
-    assert idle > 0.8 * 500
+    # every tick is served: the timer's schedule, not the main thread, sets the rate
+    assert idle_served > 0.8
 
 
 def test_stop_does_not_leave_eval_breaker_busy() -> None:

@@ -6,8 +6,10 @@
 >>> prof.save("out.pprof")             # or "out.cpuprofile"
 """
 
+from pysampler import heap
 from pysampler._control import Profiling, cancel, is_running, profile, start, stop
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
+from pysampler.heap_profile import HeapMetadata, HeapProfile
 from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
 
 __version__ = "0.1.0"
@@ -15,6 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Frame",
     "FunctionStat",
+    "HeapMetadata",
+    "HeapProfile",
     "Metadata",
     "Profile",
     "ProfilerAlreadyRunning",
@@ -24,6 +28,7 @@ __all__ = [
     "ThreadInfo",
     "__version__",
     "cancel",
+    "heap",
     "is_running",
     "profile",
     "start",

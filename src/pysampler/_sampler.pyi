@@ -51,3 +51,45 @@ def stop() -> RawTables: ...
 def sample_count() -> int: ...
 def after_fork_child() -> None: ...
 def monotonic_ns() -> int: ...
+
+# -- heap profiling (src/_sampler/heap.h) -------------------------------
+
+class HeapStats(TypedDict):
+    sampled: int  # allocations sampled since start
+    dropped_samples: int  # samples a full table could not (fully) keep
+    truncated_stacks: int  # samples deeper than max_depth
+    frees_matched: int  # frees of sampled blocks seen
+
+class HeapTables(TypedDict):
+    # (code object, line) per raw frame; (None, 0) marks a truncated stack,
+    # (None, -1) an allocation made with no Python frame on the stack
+    frames: list[tuple[Any, int]]
+    node_parent: npt.NDArray[np.int32]
+    node_frame: npt.NDArray[np.int32]
+    # one row per (stack node, block size): sampled allocations since start
+    alloc_node: npt.NDArray[np.int32]
+    alloc_size: npt.NDArray[np.int64]
+    alloc_count: npt.NDArray[np.int64]
+    # one row per sampled block still in use
+    live_node: npt.NDArray[np.int32]
+    live_size: npt.NDArray[np.int64]
+    live_ordinal: npt.NDArray[np.int64]
+    sample_bytes: float
+    max_depth: int
+    start_ns: int
+    now_ns: int
+    stats: HeapStats
+
+def heap_start(
+    sample_bytes: float,
+    max_depth: int,
+    max_frames: int,
+    max_nodes: int,
+    max_allocs: int,
+    max_live: int,
+) -> None: ...
+def heap_is_running() -> bool: ...
+def heap_hooked() -> bool: ...
+def heap_snapshot() -> HeapTables: ...
+def heap_stop() -> HeapTables: ...
+def heap_after_fork_child() -> None: ...

@@ -65,6 +65,12 @@ FORMATS: dict[str, Format] = {
             "pysampler.formats.collapsed",
             "collapsed stacks, one 'a;b;c count' line each (flamegraph.pl, speedscope)",
         ),
+        Format(
+            "heapprofile",
+            (".heapprofile",),
+            "pysampler.formats.heapprofile",
+            "Chrome DevTools sampling heap profile JSON (heap profiles only)",
+        ),
     )
 }
 

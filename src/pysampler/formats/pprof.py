@@ -19,11 +19,15 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pysampler.formats._protobuf import Message, fields, unpack
 from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+
+if TYPE_CHECKING:
+    from pysampler.heap_profile import HeapProfile
 
 
 class _Strings:
@@ -380,3 +384,10 @@ def _comment_facts(d: _Decoded) -> dict[str, str]:
         if text.startswith("pysampler "):
             return dict(_COMMENT.findall(text))
     return {}
+
+
+def write_heap(profile: HeapProfile) -> bytes:
+    """Serialise a heap profile as pprof (see pprof_heap.py)."""
+    from pysampler.formats.pprof_heap import write_heap as write_heap_pprof
+
+    return write_heap_pprof(profile)

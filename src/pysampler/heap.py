@@ -1,0 +1,176 @@
+"""Heap-memory profiling: sampled allocations by Python stack.
+
+>>> import pysampler.heap
+>>> pysampler.heap.start(sample_bytes=512 * 1024)   # mean bytes between samples
+>>> snap = pysampler.heap.snapshot()    # memory in use now, by allocating stack
+>>> snap.save("heap.pprof")             # or "heap.heapprofile" for Chrome DevTools
+>>> allocs = pysampler.heap.stop()      # everything allocated since start
+
+While a session runs, the Python allocators (the MEM and OBJ domains, which
+every Python object and container goes through) are wrapped; one allocation
+is sampled every ``sample_bytes`` bytes on average, with its Python stack,
+and frees of sampled blocks are matched. Estimates are unbiased: a sample of
+a block of ``n`` bytes stands for ``1 / (1 - exp(-n / sample_bytes))``
+blocks. Nothing is wrapped while no session runs. Memory allocated before
+``start()`` is not seen, and neither are buffers C extensions take from
+``malloc`` directly (numpy array data, for one).
+
+One heap session per process; it is independent of the CPU sampler
+(:func:`pysampler.start`), and both may run at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import os
+import threading
+import time
+
+from pysampler import _sampler
+from pysampler._heap_build import build_heap_profile
+from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
+from pysampler.heap_profile import HeapProfile
+
+DEFAULT_SAMPLE_BYTES = 512 * 1024
+DEFAULT_MAX_DEPTH = 512
+#: table bounds; a sample that does not fit is dropped and counted
+MAX_FRAMES = 1_000_000
+MAX_NODES = 4_000_000
+#: distinct (stack, block size) pairs kept for "allocated since start"
+MAX_ALLOC_RECORDS = 4_000_000
+#: sampled blocks in use tracked at once (32 bytes each, 64 MiB at most)
+MAX_LIVE = 1_000_000
+
+_lock = threading.Lock()
+_start_unix: float | None = None
+
+__all__ = [
+    "DEFAULT_SAMPLE_BYTES",
+    "HeapProfile",
+    "cancel",
+    "is_running",
+    "snapshot",
+    "start",
+    "stop",
+]
+
+
+def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    """Start sampling allocations made by Python code in this process.
+
+    Args:
+        sample_bytes: mean bytes allocated between two samples (default
+            512 KiB, Go's default). Smaller is more precise and costs more.
+        max_depth: frames kept per stack (innermost first); deeper stacks
+            get a visible ``[truncated ...]`` root frame.
+
+    Raises:
+        ProfilerAlreadyRunning: heap profiling is already running.
+        ValueError: ``sample_bytes`` or ``max_depth`` is out of range.
+    """
+    global _start_unix
+    if (
+        isinstance(sample_bytes, bool)
+        or not isinstance(sample_bytes, (int, float))
+        or not math.isfinite(sample_bytes)
+        or not 1 <= sample_bytes <= 2**40
+    ):
+        raise ValueError(f"sample_bytes must be a number from 1 to 2**40, not {sample_bytes!r}")
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
+        raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
+    with _lock:
+        if _start_unix is not None:
+            raise ProfilerAlreadyRunning("heap profiling is already running")
+        start_unix = time.time()
+        try:
+            _sampler.heap_start(
+                float(sample_bytes),
+                max_depth,
+                MAX_FRAMES,
+                MAX_NODES,
+                MAX_ALLOC_RECORDS,
+                MAX_LIVE,
+            )
+        except _sampler.AlreadyRunning:
+            raise ProfilerAlreadyRunning("heap profiling is already running") from None
+        _start_unix = start_unix
+
+
+def snapshot() -> HeapProfile:
+    """Memory in use now (allocated since start and not yet freed), by the
+    stack that allocated it; allocation totals since start come along.
+    The session keeps running.
+
+    Returns:
+        A HeapProfile whose default view is ``"inuse"``.
+
+    Raises:
+        ProfilerNotRunning: heap profiling is not running.
+    """
+    with _lock:
+        if _start_unix is None:
+            raise ProfilerNotRunning("heap profiling is not running")
+        start_unix = _start_unix
+        raw = _sampler.heap_snapshot()
+    return build_heap_profile(raw, start_unix, "inuse")
+
+
+def stop() -> HeapProfile:
+    """Stop heap profiling, restore the allocators and return the profile.
+
+    Returns:
+        A HeapProfile whose default view is ``"alloc"`` (everything
+        allocated since start); ``.with_view("inuse")`` gives what was still
+        in use at the stop.
+
+    Raises:
+        ProfilerNotRunning: heap profiling is not running.
+    """
+    global _start_unix
+    with _lock:
+        if _start_unix is None:
+            raise ProfilerNotRunning("heap profiling is not running")
+        start_unix, _start_unix = _start_unix, None
+        raw = _sampler.heap_stop()
+    return build_heap_profile(raw, start_unix, "alloc")
+
+
+def cancel() -> bool:
+    """Stop heap profiling, if it runs, and discard what it recorded.
+
+    Returns:
+        Whether a session was running.
+    """
+    global _start_unix
+    with _lock:
+        if _start_unix is None:
+            return False
+        _start_unix = None
+        _sampler.heap_stop()
+        return True
+
+
+def is_running() -> bool:
+    """True while heap profiling is running."""
+    return _start_unix is not None
+
+
+def _after_fork_in_child() -> None:
+    # The child starts with no profiler: unhook before it allocates much.
+    global _lock, _start_unix
+    _lock = threading.Lock()
+    _start_unix = None
+    _sampler.heap_after_fork_child()
+
+
+def _stop_at_exit() -> None:
+    # Give the interpreter its own allocators back before it finalises.
+    with contextlib.suppress(Exception):
+        cancel()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_at_exit)
