@@ -59,6 +59,8 @@ def test_go_tool_pprof_top_shows_hot_function(profile: Profile, tmp_path: Path) 
     assert flat_first == "spin_cpu"
     names = {r[-1] for r in rows}
     assert {"hot", "cold", "Worker.crunch", "hot_and_cold", "busy_until"} <= names
+    # "<module>" frames keep a name instead of the mapping's "[python]"
+    assert "\u2039module\u203a" in names and "[python]" not in names
 
 
 def test_go_tool_pprof_raw_totals_match_profile(profile: Profile, tmp_path: Path) -> None:
@@ -123,6 +125,10 @@ def test_pprof_structure(profile: Profile) -> None:
     for f in functions:
         assert isinstance(f, bytes)
         d = {k: v for k, _, v in pb.fields(f)}
-        names.add(strings[d[2]])  # type: ignore[index]
-        assert d[3] == d[2]  # system_name
+        name, system_name = strings[d[2]], strings[d[3]]  # type: ignore[index]
+        names.add(system_name)
+        # go tool pprof strips "<...>" from names: the shown name keeps
+        # the text in single angle quotation marks
+        assert name == system_name.replace("<", "\u2039").replace(">", "\u203a")
     assert "Worker.crunch" in names
+    assert "<module>" in names

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
 
 
-class _Strings:
+class Strings:
     def __init__(self) -> None:
         self.index: dict[str, int] = {"": 0}
 
@@ -41,7 +42,7 @@ class _Strings:
 def write(profile: Profile) -> bytes:
     """Serialise ``profile`` as gzip-compressed profile.proto."""
     meta = profile.metadata
-    strings = _Strings()
+    strings = Strings()
     out = Message()
 
     value_type = "cpu" if meta.mode == "cpu" else "wall"
@@ -60,39 +61,8 @@ def write(profile: Profile) -> bytes:
         sample.sub(3, Message().uint(1, thread_name_key).uint(2, strings(info.name)))
         out.sub(2, sample)
 
-    nframes = len(profile.frames)
-    out.sub(
-        3,
-        Message()
-        .uint(1, 1)
-        .uint(2, 1)
-        .uint(3, nframes + 2)
-        .uint(5, strings("python"))
-        .flag(7, True)
-        .flag(8, True)
-        .flag(9, True),
-    )
-
-    function_ids: dict[tuple[str, str, int], int] = {}
-    functions = Message()
-    for i, frame in enumerate(profile.frames):
-        key = frame.function_key
-        fid = function_ids.get(key)
-        if fid is None:
-            fid = function_ids[key] = len(function_ids) + 1
-            name = strings(frame.function)
-            functions.sub(
-                5,
-                Message()
-                .uint(1, fid)
-                .uint(2, name)
-                .uint(3, name)
-                .uint(4, strings(frame.filename))
-                .uint(5, max(0, frame.first_line)),
-            )
-        line = Message().uint(1, fid).uint(2, max(0, frame.line))
-        out.sub(4, Message().uint(1, i + 1).uint(2, 1).uint(3, i + 1).sub(4, line))
-    body = out.encode() + functions.encode()
+    functions = write_symbols(out, strings, profile.frames)
+    body = out.encode() + functions
 
     tail = Message()
     tail.uint(9, int(meta.start_time * 1e9))
@@ -107,6 +77,57 @@ def write(profile: Profile) -> bytes:
     tail.packed(13, [strings(comment)])
     tail.uint(14, strings(value_type))
 
+    return finish(body, strings, tail)
+
+
+def display_name(function: str) -> str:
+    """The name shown by pprof readers. ``go tool pprof`` takes ``<...>`` as
+    C++ template arguments and strips it, which turns ``<module>``,
+    ``<lambda>`` or ``<listcomp>`` into nothing (shown as ``[python]``);
+    single angle quotation marks survive and read the same. The exact name
+    stays in the function's ``system_name``."""
+    if "<" not in function:
+        return function
+    return function.replace("<", "\u2039").replace(">", "\u203a")
+
+
+def write_symbols(out: Message, strings: Strings, frames: Sequence[Frame]) -> bytes:
+    """Append the mapping and one Location per frame (id = frame id + 1) to
+    ``out``; return the encoded Functions, one per (name, file, first line)."""
+    out.sub(
+        3,
+        Message()
+        .uint(1, 1)
+        .uint(2, 1)
+        .uint(3, len(frames) + 2)
+        .uint(5, strings("python"))
+        .flag(7, True)
+        .flag(8, True)
+        .flag(9, True),
+    )
+    function_ids: dict[tuple[str, str, int], int] = {}
+    functions = Message()
+    for i, frame in enumerate(frames):
+        key = frame.function_key
+        fid = function_ids.get(key)
+        if fid is None:
+            fid = function_ids[key] = len(function_ids) + 1
+            functions.sub(
+                5,
+                Message()
+                .uint(1, fid)
+                .uint(2, strings(display_name(frame.function)))
+                .uint(3, strings(frame.function))
+                .uint(4, strings(frame.filename))
+                .uint(5, max(0, frame.first_line)),
+            )
+        line = Message().uint(1, fid).uint(2, max(0, frame.line))
+        out.sub(4, Message().uint(1, i + 1).uint(2, 1).uint(3, i + 1).sub(4, line))
+    return functions.encode()
+
+
+def finish(body: bytes, strings: Strings, tail: Message) -> bytes:
+    """The gzip-compressed profile: body, string table, then ``tail``."""
     table = Message()
     for s in strings.index:  # insertion order is index order
         table.text(6, s)
@@ -202,11 +223,13 @@ class _Decoded:
                     loc[f] = v
             self.locations[loc[1]] = (loc[2], loc[3], lines)
         elif field == 5:
-            fn = {1: 0, 2: 0, 4: 0, 5: 0}
+            fn = {1: 0, 2: 0, 3: 0, 4: 0, 5: 0}
             for f, _w, v in fields(value):
                 if f in fn and isinstance(v, int):
                     fn[f] = v
-            self.functions[fn[1]] = (fn[2], fn[4], _signed(fn[5]))
+            # the exact name is the system name where one is given (ours
+            # differ in display_name's quotation marks)
+            self.functions[fn[1]] = (fn[3] or fn[2], fn[4], _signed(fn[5]))
         elif field == 6:
             self.strings.append(value.decode("utf-8", "replace"))
         elif field == 11:

@@ -17,12 +17,12 @@ Functions and locations are laid out as for CPU profiles (see pprof.py).
 
 from __future__ import annotations
 
-import gzip
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pysampler.formats._protobuf import Message
+from pysampler.formats.pprof import Strings, finish, write_symbols
 
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
@@ -35,18 +35,10 @@ SAMPLE_TYPES = (
 )
 
 
-class _Strings:
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {"": 0}
-
-    def __call__(self, s: str) -> int:
-        return self.index.setdefault(s, len(self.index))
-
-
 def write_heap(profile: HeapProfile) -> bytes:
     """Serialise ``profile`` as a gzip-compressed pprof heap profile."""
     meta = profile.metadata
-    strings = _Strings()
+    strings = Strings()
     out = Message()
     for type_, unit in SAMPLE_TYPES:
         out.sub(1, Message().uint(1, strings(type_)).uint(2, strings(unit)))
@@ -76,38 +68,8 @@ def write_heap(profile: HeapProfile) -> bytes:
         sample.sub(3, Message().uint(1, bytes_key).uint(3, int(profile.size[row])))
         out.sub(2, sample)
 
-    nframes = len(profile.frames)
-    out.sub(
-        3,
-        Message()
-        .uint(1, 1)
-        .uint(2, 1)
-        .uint(3, nframes + 2)
-        .uint(5, strings("python"))
-        .flag(7, True)
-        .flag(8, True)
-        .flag(9, True),
-    )
-    function_ids: dict[tuple[str, str, int], int] = {}
-    functions = Message()
-    for i, frame in enumerate(profile.frames):
-        key = frame.function_key
-        fid = function_ids.get(key)
-        if fid is None:
-            fid = function_ids[key] = len(function_ids) + 1
-            name = strings(frame.function)
-            functions.sub(
-                5,
-                Message()
-                .uint(1, fid)
-                .uint(2, name)
-                .uint(3, name)
-                .uint(4, strings(frame.filename))
-                .uint(5, max(0, frame.first_line)),
-            )
-        line = Message().uint(1, fid).uint(2, max(0, frame.line))
-        out.sub(4, Message().uint(1, i + 1).uint(2, 1).uint(3, i + 1).sub(4, line))
-    body = out.encode() + functions.encode()
+    functions = write_symbols(out, strings, profile.frames)
+    body = out.encode() + functions
 
     tail = Message()
     tail.uint(9, int(meta.start_time * 1e9))
@@ -122,7 +84,4 @@ def write_heap(profile: HeapProfile) -> bytes:
     tail.packed(13, [strings(comment)])
     tail.uint(14, strings("inuse_space" if profile.view == "inuse" else "alloc_space"))
 
-    table = Message()
-    for s in strings.index:  # insertion order is index order
-        table.text(6, s)
-    return gzip.compress(body + table.encode() + tail.encode(), mtime=0)
+    return finish(body, strings, tail)
