@@ -27,7 +27,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from pysampler.profile import Frame, FunctionStat, PathLike, _column
+from pysampler.profile import Frame, FunctionStat, PathLike, _column, function_stats
 
 VIEWS = ("inuse", "alloc")
 
@@ -207,47 +207,9 @@ class HeapProfile:
     def functions(self) -> list[FunctionStat]:
         """Self and total estimated bytes of the current view per function,
         heaviest self first (values in bytes, samples are sample counts)."""
-        keys: dict[tuple[str, str, int], int] = {}
-        fn_of_frame = np.array(
-            [keys.setdefault(f.function_key, len(keys)) for f in self.frames], dtype=np.int64
+        return function_stats(
+            self.frames, self.stack_parent, self.stack_frame, self.stack, self.values, self.counts
         )
-        names = list(keys)
-        nfn = len(keys)
-        counts = self.counts
-        if nfn == 0 or not counts.any():
-            return []
-        nnodes = len(self.stack_parent)
-        node_val = np.bincount(self.stack, weights=self.values, minlength=nnodes)
-        node_cnt = np.bincount(self.stack, weights=counts, minlength=nnodes)
-        node_fn = fn_of_frame[self.stack_frame]
-        self_val = np.bincount(node_fn, weights=node_val, minlength=nfn)
-        self_cnt = np.bincount(node_fn, weights=node_cnt, minlength=nfn)
-        total_val = np.zeros(nfn)
-        total_cnt = np.zeros(nfn)
-        for node in np.flatnonzero(node_cnt).tolist():
-            seen = set()
-            n = node
-            while n >= 0:
-                seen.add(int(node_fn[n]))
-                n = int(self.stack_parent[n])
-            idx = list(seen)
-            total_val[idx] += node_val[node]
-            total_cnt[idx] += node_cnt[node]
-        rows = [
-            FunctionStat(
-                names[i][0],
-                names[i][1],
-                names[i][2],
-                float(self_val[i]),
-                float(total_val[i]),
-                int(self_cnt[i]),
-                int(total_cnt[i]),
-            )
-            for i in range(nfn)
-            if total_cnt[i] > 0
-        ]
-        rows.sort(key=lambda r: (-r.self_value, -r.total_value, r.function))
-        return rows
 
     def top(self, n: int = 10) -> str:
         """A text table of the ``n`` functions holding (``inuse``) or having

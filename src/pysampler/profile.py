@@ -188,46 +188,16 @@ class Profile:
     # -- aggregations --------------------------------------------------
     def functions(self) -> list[FunctionStat]:
         """Self and total value per function, heaviest self first."""
-        keys: dict[tuple[str, str, int], int] = {}
-        fn_of_frame = np.array(
-            [keys.setdefault(f.function_key, len(keys)) for f in self.frames], dtype=np.int64
-        )
-        nfn = len(keys)
-        names = list(keys)
-        if not self.sample_count or nfn == 0:
+        if not self.sample_count:
             return []
-        nnodes = len(self.stack_parent)
-        node_val = np.bincount(self.stack, weights=self.values, minlength=nnodes)
-        node_cnt = np.bincount(self.stack, minlength=nnodes)
-        node_fn = fn_of_frame[self.stack_frame]
-        self_val = np.bincount(node_fn, weights=node_val, minlength=nfn)
-        self_cnt = np.bincount(node_fn, weights=node_cnt, minlength=nfn)
-        total_val = np.zeros(nfn)
-        total_cnt = np.zeros(nfn)
-        for node in np.flatnonzero(node_cnt).tolist():
-            seen = set()
-            n = node
-            while n >= 0:
-                seen.add(int(node_fn[n]))
-                n = int(self.stack_parent[n])
-            idx = list(seen)
-            total_val[idx] += node_val[node]
-            total_cnt[idx] += node_cnt[node]
-        rows = [
-            FunctionStat(
-                names[i][0],
-                names[i][1],
-                names[i][2],
-                float(self_val[i]),
-                float(total_val[i]),
-                int(self_cnt[i]),
-                int(total_cnt[i]),
-            )
-            for i in range(nfn)
-            if total_cnt[i] > 0
-        ]
-        rows.sort(key=lambda r: (-r.self_value, -r.total_value, r.function))
-        return rows
+        return function_stats(
+            self.frames,
+            self.stack_parent,
+            self.stack_frame,
+            self.stack,
+            self.values,
+            np.ones(self.sample_count),
+        )
 
     def thread_totals(self) -> dict[int, tuple[int, int]]:
         """Per thread index: (sample count, summed value in ns)."""
@@ -305,3 +275,65 @@ def _column(values: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:
         raise ValueError("profile columns must be one-dimensional")
     arr.setflags(write=False)
     return arr
+
+
+def function_stats(
+    frames: tuple[Frame, ...],
+    stack_parent: npt.NDArray[Any],
+    stack_frame: npt.NDArray[Any],
+    stack: npt.NDArray[Any],
+    values: npt.NDArray[Any],
+    counts: npt.NDArray[Any],
+) -> list[FunctionStat]:
+    """Self and total of ``values`` and ``counts`` per function (frames of
+    one name, file and first line), heaviest self first. A function counts
+    once per stack in its total, however often it recurses there.
+
+    Args:
+        frames: the frame table.
+        stack_parent: parent node per stack-tree node (-1 for roots).
+        stack_frame: frame id per stack-tree node.
+        stack: leaf node per row.
+        values: value per row.
+        counts: sample count per row.
+    """
+    keys: dict[tuple[str, str, int], int] = {}
+    fn_of_frame = np.array(
+        [keys.setdefault(f.function_key, len(keys)) for f in frames], dtype=np.int64
+    )
+    nfn = len(keys)
+    names = list(keys)
+    if nfn == 0 or not len(stack) or not counts.any():
+        return []
+    nnodes = len(stack_parent)
+    node_val = np.bincount(stack, weights=values, minlength=nnodes)
+    node_cnt = np.bincount(stack, weights=counts, minlength=nnodes)
+    node_fn = fn_of_frame[stack_frame]
+    self_val = np.bincount(node_fn, weights=node_val, minlength=nfn)
+    self_cnt = np.bincount(node_fn, weights=node_cnt, minlength=nfn)
+    total_val = np.zeros(nfn)
+    total_cnt = np.zeros(nfn)
+    for node in np.flatnonzero(node_cnt).tolist():
+        seen = set()
+        n = node
+        while n >= 0:
+            seen.add(int(node_fn[n]))
+            n = int(stack_parent[n])
+        idx = list(seen)
+        total_val[idx] += node_val[node]
+        total_cnt[idx] += node_cnt[node]
+    rows = [
+        FunctionStat(
+            names[i][0],
+            names[i][1],
+            names[i][2],
+            float(self_val[i]),
+            float(total_val[i]),
+            int(self_cnt[i]),
+            int(total_cnt[i]),
+        )
+        for i in range(nfn)
+        if total_cnt[i] > 0
+    ]
+    rows.sort(key=lambda r: (-r.self_value, -r.total_value, r.function))
+    return rows
