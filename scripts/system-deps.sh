@@ -5,6 +5,8 @@ set -eu
 
 need=""
 command -v go >/dev/null 2>&1 || need="$need golang-go"
+# the HTTP endpoint's tests fetch profiles with curl
+command -v curl >/dev/null 2>&1 || need="$need curl"
 
 if [ -n "$need" ]; then
     SUDO=""

@@ -25,7 +25,8 @@ def _warn(message: str) -> None:
     try:
         import warnings
 
-        warnings.warn(text, RuntimeWarning, stacklevel=1)
+        # No source line to point at: name the hook instead of this file.
+        warnings.warn_explicit(text, RuntimeWarning, "<pysampler start-up hook>", 0)
     except Exception:
         # ``-W error`` turns the warning into an exception: say it plainly.
         with contextlib.suppress(Exception):
