@@ -261,6 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "pysampler"
     protocol_version = "HTTP/1.0"  # one request per connection: no idle threads
     timeout = REQUEST_TIMEOUT
+    # Buffered: the status line, headers and a small body leave in one
+    # send, so the answer waits for the GIL once, not once per write.
+    wbufsize = 1 << 16
 
     _responded = False
 
