@@ -615,7 +615,7 @@ def test_application_keeps_serving_its_own_traffic_while_profiled(
         app.shutdown()
         app.server_close()
         app_thread.join()
-    assert answered >= 5
+    assert answered >= 3
     assert profile[0].status == 200
     lines = profile[0].body.decode().splitlines()
     frames = {_function(f) for line in lines for f in line.split(";")}

@@ -304,3 +304,35 @@ def test_exit_is_not_held_up_by_a_request_in_progress(tmp_path: Path) -> None:
         # the app exited mid-profile: the connection closes without a reply
         client.settimeout(10)
         assert client.recv(100) == b""
+
+
+FORK = textwrap.dedent(
+    """
+    import os, socket, sys, time
+    import pysampler
+
+    server = pysampler.serve(0)
+    pid = os.fork()
+    if pid == 0:
+        # the child holds no copy of the listening socket
+        alive = [fd for fd in os.listdir("/proc/self/fd")
+                 if os.path.realpath(f"/proc/self/fd/{fd}").startswith("socket:")
+                 and int(fd) == server._httpd.socket.fileno()]
+        os._exit(0 if server.closed and not alive else 1)
+    _, status = os.waitpid(pid, 0)
+    # the parent still serves
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(b"GET /debug/pprof/ HTTP/1.0\\r\\n\\r\\n")
+        reply = s.makefile("rb").readline()
+    print(os.waitstatus_to_exitcode(status), reply.split()[1].decode())
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/fd").exists(), reason="Linux")
+def test_forked_child_lets_go_of_the_port(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FORK], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "200"]

@@ -17,12 +17,14 @@ import html
 import json
 import logging
 import math
+import os
 import re
 import selectors
 import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -586,6 +588,27 @@ class _HTTPServer(ThreadingHTTPServer):
         _log.debug("pysampler: error on a connection from %s", client_address, exc_info=True)
 
 
+_servers: weakref.WeakSet[_HTTPServer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child has no server thread, and no session (see _control). Its
+    # copy of a listening socket would keep the port bound, unanswered,
+    # after the parent exits: close it. The lock may have been held by a
+    # thread that does not exist here.
+    global _current, _sessions_lock
+    _sessions_lock = threading.Lock()
+    _current = None
+    for httpd in list(_servers):
+        httpd.closing.set()
+        with contextlib.suppress(OSError):
+            httpd.socket.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Server:
     """A running profiling endpoint (what :func:`serve` returns).
 
@@ -677,4 +700,5 @@ def serve(
         daemon=True,
     )
     thread.start()
+    _servers.add(httpd)
     return Server(httpd, thread)
