@@ -4,10 +4,12 @@ The extension is named explicitly because its source sits outside the
 package directory, beside the C headers it includes (src/_sampler/*.h).
 """
 
+import os
 import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 extra_compile_args = []
 if sys.platform != "win32":
@@ -32,4 +34,32 @@ extension = Extension(
     libraries=libraries,
 )
 
-setup(ext_modules=cythonize([extension], language_level=3))
+#: Start-up hook for ``PYSAMPLER_PORT=9119 python app.py``: site.py runs this
+#: line at every interpreter start, so it only reads os.environ (site has
+#: imported os already) and imports the small hook module, which starts the
+#: HTTP endpoint, only when the variable is set. The name sorts after
+#: ``__editable__.*.pth`` so an editable install's path entry exists first.
+HOOK_PTH = "pysampler-hook.pth"
+HOOK_LINE = "import os; os.environ.get('PYSAMPLER_PORT') and __import__('_pysampler_hook')\n"
+
+
+class build_py_with_hook(build_py):
+    """build_py that also writes the start-up hook beside the packages."""
+
+    def run(self) -> None:
+        super().run()
+        target = self.build_lib
+        if getattr(self, "editable_mode", False):
+            # An editable wheel ignores build_lib; setuptools points the
+            # install command's install_lib at the unpacked wheel's root,
+            # which becomes site-packages when installed.
+            target = self.get_finalized_command("install").install_lib
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, HOOK_PTH), "w", encoding="utf-8") as f:
+            f.write(HOOK_LINE)
+
+
+setup(
+    ext_modules=cythonize([extension], language_level=3),
+    cmdclass={"build_py": build_py_with_hook},
+)

@@ -10,6 +10,8 @@ command -v go >/dev/null 2>&1 || need="$need golang-go"
 # drives this binary; no browser is ever downloaded) and npm for speedscope
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v npm >/dev/null 2>&1 || need="$need npm"
+# the HTTP endpoint's tests fetch profiles with curl
+command -v curl >/dev/null 2>&1 || need="$need curl"
 
 if [ -n "$need" ]; then
     SUDO=""

@@ -6,6 +6,8 @@
 >>> prof.save("out.pprof")             # or "out.cpuprofile"
 """
 
+from typing import TYPE_CHECKING
+
 from pysampler import heap
 from pysampler._control import Profiling, cancel, is_running, profile, start, stop
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
@@ -13,6 +15,30 @@ from pysampler.heap_profile import HeapMetadata, HeapProfile
 from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from pysampler.server import Server
+
+
+def serve(
+    port: int = 0,
+    host: str = "127.0.0.1",
+    token: "str | None" = None,
+    max_duration: float = 600.0,
+) -> "Server":
+    """Serve profiles of this process over HTTP; see :func:`pysampler.server.serve`.
+
+    Args:
+        port: TCP port; 0 picks a free one (read it from ``.port``).
+        host: address to bind (loopback by default).
+        token: when given, requests need ``Authorization: Bearer <token>``.
+        max_duration: longest profile a request may ask for, in seconds.
+    """
+    # Imported on use: http.server is not paid for by programs that never serve.
+    from pysampler.server import serve as _serve
+
+    return _serve(port, host, token, max_duration)
+
 
 __all__ = [
     "Frame",
@@ -31,6 +57,7 @@ __all__ = [
     "heap",
     "is_running",
     "profile",
+    "serve",
     "start",
     "stop",
 ]

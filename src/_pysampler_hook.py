@@ -1,0 +1,70 @@
+"""Start pysampler's HTTP endpoint at interpreter start-up.
+
+Imported by the one-line ``pysampler-hook.pth`` in site-packages, and only
+when ``PYSAMPLER_PORT`` is set, so an interpreter started without it pays
+for one dictionary look-up. Settings come from the environment:
+
+- ``PYSAMPLER_PORT``: TCP port (0 picks a free one and prints it).
+- ``PYSAMPLER_HOST``: address to bind (default ``127.0.0.1``).
+- ``PYSAMPLER_TOKEN``: when set, requests need ``Authorization: Bearer <token>``.
+- ``PYSAMPLER_MAX_DURATION``: longest profile in seconds (default 600).
+
+Nothing here may stop the program from starting: every failure becomes a
+warning that names the port, and the program runs on without the endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def _warn(message: str) -> None:
+    text = f"pysampler: {message}; the profiling endpoint is off"
+    try:
+        import warnings
+
+        # No source line to point at: name the hook instead of this file.
+        warnings.warn_explicit(text, RuntimeWarning, "<pysampler start-up hook>", 0)
+    except Exception:
+        # ``-W error`` turns the warning into an exception: say it plainly.
+        with contextlib.suppress(Exception):
+            sys.stderr.write(text + "\n")
+
+
+def _start() -> None:
+    port_text = os.environ.get("PYSAMPLER_PORT", "").strip()
+    if not port_text:
+        return
+    host = os.environ.get("PYSAMPLER_HOST", "").strip() or "127.0.0.1"
+    try:
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        _warn(f"PYSAMPLER_PORT={port_text!r} is not a port number (0-65535)")
+        return
+    max_text = os.environ.get("PYSAMPLER_MAX_DURATION", "").strip()
+    try:
+        max_duration = float(max_text) if max_text else 600.0
+    except ValueError:
+        _warn(f"PYSAMPLER_MAX_DURATION={max_text!r} is not a number of seconds")
+        return
+    token = os.environ.get("PYSAMPLER_TOKEN") or None
+    try:
+        from pysampler.server import serve
+
+        server = serve(port, host=host, token=token, max_duration=max_duration)
+    except OSError as exc:
+        _warn(f"cannot listen on {host} port {port} ({exc.strerror or exc})")
+        return
+    except Exception as exc:
+        _warn(f"cannot start on {host} port {port} ({type(exc).__name__}: {exc})")
+        return
+    if port == 0:
+        # The caller asked for any free port and has no other way to learn it.
+        sys.stderr.write(f"pysampler: profiling endpoint on {server.url}\n")
+
+
+_start()
