@@ -176,8 +176,8 @@ cdef object _raw_tables():
             frames.append(("Task: " + str(<object>code), 0))
         elif offset == PS_FRAME_AWAIT:
             waited = <object>code
-            frames.append(("<ready to run>" if waited is None
-                           else f"<awaiting {waited.__name__}>", 0))
+            frames.append(("(ready to run)" if waited is None
+                           else f"(awaiting {waited.__name__})", 0))
         elif code == NULL:
             frames.append((None, 0))  # the synthetic "truncated" frame
         else:

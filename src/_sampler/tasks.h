@@ -7,7 +7,7 @@
  * gets a sample of its own, weighted by the interval like a thread's wall
  * sample:
  *
- *     Task: <name>  ->  handler  ->  repo.fetch  ->  ...  ->  <awaiting Future>
+ *     Task: <name>  ->  handler  ->  repo.fetch  ->  ...  ->  (awaiting Future)
  *
  * The running task is left out: its coroutines are on its thread's stack,
  * which the thread sample already records (no double count).

@@ -32,7 +32,9 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         hz: the requested sampling rate.
         start_unix: Unix time when the session started.
     """
-    names = _qualnames([code for code, _ in raw["frames"] if code is not None and not isinstance(code, str)])
+    names = _qualnames(
+        [code for code, _ in raw["frames"] if code is not None and not isinstance(code, str)]
+    )
     frame_ids: dict[Frame, int] = {}
     frame_map = np.empty(len(raw["frames"]), dtype=np.int32)
     for i, (code, line) in enumerate(raw["frames"]):

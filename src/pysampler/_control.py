@@ -70,7 +70,7 @@ def start(
             counted in the profile's metadata.
         asyncio: wall mode only: also record, at each sample, the stack of
             every asyncio task that is waiting (``Task: name`` -> its
-            coroutines -> ``<awaiting Future>``), as rows of an
+            coroutines -> ``(awaiting Future)``), as rows of an
             ``asyncio tasks`` pseudo-thread. Ignored in CPU mode, where a
             waiting task uses no CPU. See docs/asyncio.md.
         max_tasks: with ``asyncio``, tasks recorded per sample at most;

@@ -25,7 +25,7 @@ class RawTables(TypedDict):
     mode: str
     # (code object, line) per raw frame; (None, 0) is the truncation marker;
     # (label, 0) for an asyncio task's synthetic frames ("Task: name",
-    # "<awaiting Future>", "<ready to run>")
+    # "(awaiting Future)", "(ready to run)")
     frames: list[tuple[Any, int]]
     node_parent: npt.NDArray[np.int32]
     node_frame: npt.NDArray[np.int32]
