@@ -191,7 +191,7 @@ def test_ten_thousand_idle_tasks_keep_the_sampling_rate() -> None:
         profiles = []
         for flag in (False, True):
             pysampler.start(hz=100, mode="wall", asyncio=flag)
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(1.0)
             profiles.append(pysampler.stop())
         gate.set()
         await asyncio.gather(*crowd)
@@ -212,8 +212,8 @@ def test_ten_thousand_idle_tasks_keep_the_sampling_rate() -> None:
         if on.frames[f].task_name
     }
     idle = {name for name in seen if name and name.startswith("idle-")}
-    if events * _asyncio.DEFAULT_MAX_TASKS >= 2 * count:
-        assert len(idle) >= 0.95 * count
+    assert events * _asyncio.DEFAULT_MAX_TASKS >= 1.5 * count  # room for one full round
+    assert len(idle) >= 0.95 * count
 
 
 def test_tasks_created_and_finished_between_samples_are_absent() -> None:

@@ -36,10 +36,13 @@
  * The only allocation is the first `get_name()` of a task on 3.12+, which
  * formats the lazily kept "Task-N" name once (a str, not GC-tracked).
  *
- * Bounded: at most `max_tasks` tasks are recorded per sampling event. The
- * walk resumes where the previous event stopped, so with more tasks than
- * the cap every task is still visited in turn; registry entries not visited
- * in an event are counted as dropped task samples.
+ * Bounded: at most `max_tasks` tasks are recorded per sampling event
+ * (measured: about 1.7 us per task three coroutines deep, so 256 tasks hold
+ * the GIL for ~0.45 ms per event). The walk resumes where the previous
+ * event stopped, so with more tasks than the cap every task is still
+ * visited in turn, a uniform subsample; registry entries not visited in an
+ * event are counted as dropped task samples. Task rows may fill at most
+ * three quarters of the sample table, so that thread samples never starve.
  *
  * Zero cost when off: core.h calls ps_sample_tasks only when `on` is set
  * (one flag test per sampling event); nothing else exists.
@@ -325,6 +328,12 @@ static void ps_sample_tasks(ps_sampler *s, int64_t now, int64_t wall)
     for (r = 0; r < T->n_registries; r++) {
         total += PySet_GET_SIZE(T->registries[r]);
     }
+    if (s->samples.count >= s->samples.limit - s->samples.limit / 4) {
+        /* task rows may fill three quarters of the sample table, no more:
+         * thread samples, the profile proper, keep the last quarter */
+        T->dropped += (uint64_t)total;
+        goto done;
+    }
 
     r = T->next_registry % (T->n_registries ? T->n_registries : 1);
     pos = T->next_pos;
@@ -365,6 +374,7 @@ static void ps_sample_tasks(ps_sampler *s, int64_t now, int64_t wall)
         T->dropped += (uint64_t)(total - visited);
     }
 
+done:
 #if PY_VERSION_HEX >= 0x030C0000
     PyErr_SetRaisedException(saved);
 #else
@@ -430,10 +440,10 @@ static int ps_tasks_prepare(PyObject *config)
         T->d_coro = T->d_fut_waiter = T->m_get_name = NULL;
     }
     v = PyDict_GetItemString(config, "max_tasks");
-    T->max_tasks = (v != NULL && PyLong_Check(v)) ? (uint32_t)PyLong_AsUnsignedLong(v) : 1000;
+    T->max_tasks = (v != NULL && PyLong_Check(v)) ? (uint32_t)PyLong_AsUnsignedLong(v) : 256;
     if (PyErr_Occurred()) {
         PyErr_Clear();
-        T->max_tasks = 1000;
+        T->max_tasks = 256;
     }
     T->s_coro = PyUnicode_InternFromString("_coro");
     T->s_fut_waiter = PyUnicode_InternFromString("_fut_waiter");
