@@ -28,6 +28,7 @@ extension = Extension(
         "src/_sampler/pyframes.h",
         "src/_sampler/tables.h",
         "src/_sampler/heap.h",
+        "src/_sampler/tasks.h",
     ],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=extra_compile_args,

@@ -67,6 +67,15 @@ cdef extern from "_sampler/core.h" nogil:
     int64_t ps_monotonic_ns()
     int ps_code_line(PyObject *code, int offset)
 
+    # asyncio task stacks (tasks.h)
+    ctypedef struct ps_tasks:
+        int on
+        uint64_t task_samples
+        uint64_t dropped
+    ps_tasks ps_T
+    int PS_FRAME_TASK, PS_FRAME_AWAIT
+    int ps_tasks_prepare(object config) with gil
+
 
 class AlreadyRunning(RuntimeError):
     """The native sampler already runs a session."""
@@ -78,9 +87,13 @@ class NotRunning(RuntimeError):
 
 MODES = {"cpu": 0, "wall": 1}
 
+#: name of the pseudo-thread whose rows are asyncio task stacks
+TASKS_THREAD_NAME = "asyncio tasks"
+
 
 def start(double hz, str mode, int max_depth, Py_ssize_t max_samples,
-          uint32_t max_frames, uint32_t max_nodes, object thread_registry):
+          uint32_t max_frames, uint32_t max_nodes, object thread_registry,
+          object asyncio_config=None):
     """Start the timer thread. Arguments are validated by the caller."""
     cdef int rc
     cdef int cmode = MODES[mode]
@@ -94,6 +107,10 @@ def start(double hz, str mode, int max_depth, Py_ssize_t max_samples,
         raise MemoryError("cannot allocate the sampler's tables")
     if rc != PS_OK:
         raise RuntimeError("cannot prepare the sampler")
+    if ps_tasks_prepare(asyncio_config) != 0:
+        ps_end_stop()
+        ps_reset()
+        raise ValueError("bad asyncio configuration")
     with nogil:
         rc = ps_start_timer()
     if rc != PS_OK:
@@ -167,7 +184,13 @@ cdef object _raw_tables():
     for i in range(s.frames.count):
         code = <PyObject *><size_t>s.frames.key_a[i]
         offset = <int><int64_t>s.frames.key_b[i]
-        if code == NULL:
+        if offset == PS_FRAME_TASK:
+            frames.append(("Task: " + str(<object>code), 0))
+        elif offset == PS_FRAME_AWAIT:
+            waited = <object>code
+            frames.append(("(ready to run)" if waited is None
+                           else f"(awaiting {waited.__name__})", 0))
+        elif code == NULL:
             frames.append((None, 0))  # the synthetic "truncated" frame
         else:
             frames.append((<object>code, ps_code_line(code, offset)))
@@ -183,7 +206,7 @@ cdef object _raw_tables():
     threads = []
     for i in range(s.threads.count):
         obj = <object>s.thread_obj[i] if s.thread_obj[i] != NULL else None
-        name = None
+        name = TASKS_THREAD_NAME if s.threads.key_a[i] == 0 else None
         if obj is not None:
             try:
                 name = str(obj.name)
@@ -214,7 +237,10 @@ cdef object _raw_tables():
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,
             "sampling_ns": s.sampling_ns,
+            "task_samples": ps_T.task_samples,
+            "dropped_task_samples": ps_T.dropped,
         },
+        "asyncio": bool(ps_T.on),
     }
 
 

@@ -201,6 +201,8 @@ static uint32_t ps_intern_frame(ps_sampler *s, PyCodeObject *code, int lasti)
     return id;
 }
 
+#include "tasks.h"  /* asyncio task stacks; needs the helpers above */
+
 /* Record one sample of every thread. Never raises, never blocks; when a
  * table is full the thread's sample is dropped and counted. */
 static void ps_sample_threads(ps_sampler *s, int64_t now, int64_t wall);
@@ -293,6 +295,9 @@ static void ps_sample_threads(ps_sampler *s, int64_t now, int64_t wall)
             ps_samples_append(&s->samples, (int32_t)node, (int32_t)ti, now, cpu, wall) != 0) {
             s->dropped_samples++;
         }
+    }
+    if (ps_T.on) {
+        ps_sample_tasks(s, now, wall);  /* asyncio=True: waiting tasks too */
     }
 }
 
@@ -444,6 +449,7 @@ static void ps_tables_free(ps_sampler *s)
     s->thread_cap = 0;
     ps_samples_free(&s->samples);
     Py_CLEAR(s->thread_registry);
+    ps_tasks_free();
 }
 
 /* Prepare tables and baselines; the caller then starts the timer with the

@@ -32,12 +32,16 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         hz: the requested sampling rate.
         start_unix: Unix time when the session started.
     """
-    names = _qualnames([code for code, _ in raw["frames"] if code is not None])
+    names = _qualnames(
+        [code for code, _ in raw["frames"] if code is not None and not isinstance(code, str)]
+    )
     frame_ids: dict[Frame, int] = {}
     frame_map = np.empty(len(raw["frames"]), dtype=np.int32)
     for i, (code, line) in enumerate(raw["frames"]):
         if code is None:
             frame = Frame(TRUNCATED_FUNCTION, "", 0, 0)
+        elif isinstance(code, str):
+            frame = Frame(code, "", 0, 0)  # an asyncio task's root or leaf
         else:
             frame = Frame(names[code], code.co_filename, code.co_firstlineno, max(0, line))
         frame_map[i] = frame_ids.setdefault(frame, len(frame_ids))
@@ -77,6 +81,9 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         served_in_place=int(stats["served_pending"]),
         served_by_timer=int(stats["served_fallback"]),
         sampling_ns=int(stats["sampling_ns"]),
+        asyncio=bool(raw.get("asyncio", False)),
+        task_samples=int(stats.get("task_samples", 0)),
+        dropped_task_samples=int(stats.get("dropped_task_samples", 0)),
     )
     return Profile(
         frames=list(frame_ids),

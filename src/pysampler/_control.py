@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pysampler import _sampler
+from pysampler import _asyncio, _sampler
 from pysampler._build import build_profile
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
 from pysampler.profile import Profile
@@ -56,6 +56,8 @@ def start(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    asyncio: bool = False,
+    max_tasks: int = _asyncio.DEFAULT_MAX_TASKS,
 ) -> None:
     """Start sampling every thread of this process.
 
@@ -68,11 +70,20 @@ def start(
             get a visible ``[truncated ...]`` root frame.
         max_samples: sample rows kept; further samples are dropped and
             counted in the profile's metadata.
+        asyncio: wall mode only: also record, at each sample, the stack of
+            every asyncio task that is waiting (``Task: name`` -> its
+            coroutines -> ``(awaiting Future)``), as rows of an
+            ``asyncio tasks`` pseudo-thread. Ignored in CPU mode, where a
+            waiting task uses no CPU. See docs/asyncio.md.
+        max_tasks: with ``asyncio``, tasks recorded per sample at most;
+            further tasks wait for the next samples and are counted as
+            dropped task samples.
 
     Raises:
         ProfilerAlreadyRunning: a session is already running.
-        ValueError: ``hz``, ``mode``, ``max_depth`` or ``max_samples`` is
-            out of range.
+        ValueError: ``hz``, ``mode``, ``max_depth``, ``max_samples`` or
+            ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
+            Python whose tasks cannot be read (3.14+).
     """
     global _session
     rate, kind = validate(hz, mode)
@@ -80,6 +91,9 @@ def start(
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
+    if not isinstance(asyncio, bool):
+        raise ValueError(f"asyncio must be True or False, not {asyncio!r}")
+    tasks = _asyncio.registry_config(max_tasks) if asyncio else None
     with _lock:
         if _session is not None:
             raise ProfilerAlreadyRunning("a profiling session is already running")
@@ -93,6 +107,7 @@ def start(
                 DEFAULT_MAX_FRAMES,
                 DEFAULT_MAX_NODES,
                 getattr(threading, "_active", None),
+                tasks if kind == "wall" else None,
             )
         except _sampler.AlreadyRunning:
             raise ProfilerAlreadyRunning("a profiling session is already running") from None

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 MODES: dict[str, int]
+TASKS_THREAD_NAME: str
 
 class AlreadyRunning(RuntimeError): ...
 class NotRunning(RuntimeError): ...
@@ -18,10 +19,14 @@ class Stats(TypedDict):
     dropped_samples: int
     truncated_stacks: int
     sampling_ns: int
+    task_samples: int
+    dropped_task_samples: int
 
 class RawTables(TypedDict):
     mode: str
-    # (code object, line) per raw frame; (None, 0) is the truncation marker
+    # (code object, line) per raw frame; (None, 0) is the truncation marker;
+    # (label, 0) for an asyncio task's synthetic frames ("Task: name",
+    # "(awaiting Future)", "(ready to run)")
     frames: list[tuple[Any, int]]
     node_parent: npt.NDArray[np.int32]
     node_frame: npt.NDArray[np.int32]
@@ -36,6 +41,7 @@ class RawTables(TypedDict):
     stop_ns: int
     max_depth: int
     stats: Stats
+    asyncio: bool
 
 def start(
     hz: float,
@@ -45,6 +51,7 @@ def start(
     max_frames: int,
     max_nodes: int,
     thread_registry: dict[int, Any] | None,
+    asyncio_config: dict[str, Any] | None = None,
 ) -> None: ...
 def is_running() -> bool: ...
 def stop() -> RawTables: ...

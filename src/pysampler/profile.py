@@ -18,6 +18,8 @@ import numpy.typing as npt
 PathLike = Union[str, "os.PathLike[str]"]
 
 TRUNCATED_FUNCTION = "[truncated: outer frames omitted]"
+#: function name prefix of the root frame of an asyncio task's stack
+TASK_PREFIX = "Task: "
 
 
 class Frame(NamedTuple):
@@ -32,6 +34,14 @@ class Frame(NamedTuple):
     def function_key(self) -> tuple[str, str, int]:
         """What identifies the function regardless of the line."""
         return (self.function, self.filename, self.first_line)
+
+    @property
+    def task_name(self) -> str | None:
+        """The task's name if this is the root frame of an asyncio task's
+        stack (``Task: <name>``), else None."""
+        if self.filename or self.first_line or not self.function.startswith(TASK_PREFIX):
+            return None
+        return self.function[len(TASK_PREFIX) :]
 
 
 class ThreadInfo(NamedTuple):
@@ -61,6 +71,9 @@ class Metadata:
     served_in_place: int = 0  #: events recorded by the running thread itself
     served_by_timer: int = 0  #: events recorded by the fallback thread
     sampling_ns: int = 0  #: time spent recording samples (the sampler's own cost)
+    asyncio: bool = False  #: waiting asyncio tasks were recorded too
+    task_samples: int = 0  #: samples of waiting asyncio tasks
+    dropped_task_samples: int = 0  #: task registry entries left out by the per-sample cap
 
     @property
     def unit(self) -> str:

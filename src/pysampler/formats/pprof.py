@@ -10,7 +10,7 @@ Layout of what we write:
     (function, line), all in a single Mapping that declares functions,
     file names and line numbers present, so no reader tries to symbolise;
   - one Sample per distinct (thread, stack), labelled ``thread_id`` and
-    ``thread_name``;
+    ``thread_name``, and ``task_name`` for an asyncio task's stack;
   - string table entry 0 is "" as the format requires.
 """
 
@@ -51,6 +51,7 @@ def write(profile: Profile) -> bytes:
 
     thread_id_key = strings("thread_id")
     thread_name_key = strings("thread_name")
+    task_name_key = strings("task_name")
     for thread, frames, count, value in profile.stacks():
         info = profile.threads[thread]
         sample = Message()
@@ -59,6 +60,9 @@ def write(profile: Profile) -> bytes:
         sample.packed(2, (count, value))
         sample.sub(3, Message().uint(1, thread_id_key).uint(2, strings(str(info.ident))))
         sample.sub(3, Message().uint(1, thread_name_key).uint(2, strings(info.name)))
+        task = profile.frames[frames[0]].task_name if frames else None
+        if task is not None:
+            sample.sub(3, Message().uint(1, task_name_key).uint(2, strings(task)))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
