@@ -286,3 +286,41 @@ def test_convert_and_top_read_our_files(script: Path, tmp_path: Path) -> None:
     assert rows[0].startswith("pysampler cpu profile:")
     assert "hot_loop" in rows[2]
     assert len(rows) <= 5
+
+
+ASYNC_PROGRAM = textwrap.dedent(
+    """
+    import asyncio
+
+    async def wait_for_db():
+        await asyncio.sleep(0.6)
+
+    async def handler():
+        await wait_for_db()
+
+    async def main():
+        await asyncio.gather(*(asyncio.create_task(handler(), name=f"req-{i}") for i in range(3)))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_run_asyncio_records_where_tasks_wait(tmp_path: Path) -> None:
+    (tmp_path / "aprog.py").write_text(ASYNC_PROGRAM)
+    proc = pysampler("run", "--asyncio", "-q", "-o", "out.collapsed", "aprog.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "out.collapsed").read_text().splitlines()
+    waits = [ln for ln in lines if ";Task: req-" in ln and "wait_for_db" in ln]
+    assert waits, lines[:5]
+    assert all("(awaiting" in ln.rsplit(" ", 1)[0].split(";")[-1] for ln in waits)
+    assert {ln.split(";Task: ")[1].split(";")[0] for ln in waits} == {"req-0", "req-1", "req-2"}
+
+
+def test_run_asyncio_refuses_cpu_mode(tmp_path: Path) -> None:
+    (tmp_path / "aprog.py").write_text(ASYNC_PROGRAM)
+    proc = pysampler("run", "--asyncio", "--mode", "cpu", "aprog.py", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        "pysampler: error: --asyncio needs --mode wall (a waiting task uses no CPU)"
+    )

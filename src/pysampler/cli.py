@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 import pysampler
-from pysampler import _control, formats
+from pysampler import _asyncio, _control, formats
 from pysampler.profile import Profile
 
 PROG = "pysampler"
@@ -106,9 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--mode",
         choices=_control.MODES,
-        default="cpu",
+        default=None,
         help="cpu: weight by CPU time used (idle threads record nothing); "
-        "wall: elapsed time of every thread (default cpu)",
+        "wall: elapsed time of every thread (default cpu; wall with --asyncio)",
+    )
+    run.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="wall mode: also record where each waiting asyncio task waits "
+        "(one 'Task: name' stack per task; see docs/asyncio.md)",
     )
     run.add_argument(
         "--duration",
@@ -359,7 +365,7 @@ class _Session:
         self.launcher_files = _launcher_files()
 
     def start(self) -> None:
-        pysampler.start(self.args.hz, self.args.mode)
+        pysampler.start(self.args.hz, self.args.mode, asyncio=self.args.asyncio)
         want_status = not self.args.quiet and _isatty(sys.stderr)
         if want_status or self.args.duration is not None:
             self.helper_exited.acquire()
@@ -489,6 +495,12 @@ def _without_thread(profile: Profile, ident: int | None) -> Profile:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.mode is None:
+        args.mode = "wall" if args.asyncio else "cpu"
+    if args.asyncio and args.mode != "wall":
+        raise CommandError("--asyncio needs --mode wall (a waiting task uses no CPU)")
+    if args.asyncio and not _asyncio.supported():
+        raise CommandError("--asyncio is not supported on this Python version (docs/asyncio.md)")
     try:
         _control.validate(args.hz, args.mode)
     except ValueError as exc:
