@@ -207,12 +207,17 @@ cdef object _raw_tables():
     for i in range(s.threads.count):
         obj = <object>s.thread_obj[i] if s.thread_obj[i] != NULL else None
         name = TASKS_THREAD_NAME if s.threads.key_a[i] == 0 else None
+        native = s.threads.key_b[i]
         if obj is not None:
             try:
                 name = str(obj.name)
+                if native == 0:
+                    # before 3.11 the thread state has no native id;
+                    # threading.Thread knows it
+                    native = int(getattr(obj, "native_id", None) or 0)
             except Exception:
                 name = None
-        threads.append((s.threads.key_a[i], s.threads.key_b[i], name))
+        threads.append((s.threads.key_a[i], native, name))
 
     n = s.samples.count
     return {
