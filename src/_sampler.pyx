@@ -172,12 +172,20 @@ cdef object _raw_tables():
     for i in range(s.threads.count):
         obj = <object>s.thread_obj[i] if s.thread_obj[i] != NULL else None
         name = None
+        native = s.threads.key_b[i]
         if obj is not None:
             try:
                 name = str(obj.name)
             except Exception:
                 name = None
-        threads.append((s.threads.key_a[i], s.threads.key_b[i], name))
+            if native == 0:
+                # before 3.11 the thread state has no kernel thread id;
+                # threading records it when the thread starts
+                try:
+                    native = int(obj.native_id or 0)
+                except Exception:
+                    native = 0
+        threads.append((s.threads.key_a[i], native, name))
 
     n = s.samples.count
     return {
