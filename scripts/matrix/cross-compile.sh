@@ -65,14 +65,18 @@ for target in x86_64-linux-gnu aarch64-linux-gnu x86_64-linux-musl aarch64-linux
         -c "$out/_sampler.c" -o "$out/ext-$target.o" 2>"$out/err"; then
         e=compiled
         case $target in
-            *-linux-*)
-                $zig cc -target "$target" -shared "$out/ext-$target.o" -o "$out/ext-$target.so" 2>"$out/err" &&
-                    e="compiled+linked" || { e=LINK-FAIL; fail=1; sed 's/^/    /' "$out/err" | head; } ;;
-            *-macos)
-                $zig cc -target "$target" -shared -Wl,-undefined,dynamic_lookup "$out/ext-$target.o" \
-                    -o "$out/ext-$target.so" 2>"$out/err" &&
-                    e="compiled+linked" || { e=LINK-FAIL; fail=1; sed 's/^/    /' "$out/err" | head; } ;;
+            *-linux-*) link="-shared" ;;
+            *-macos) link="-shared -Wl,-undefined,dynamic_lookup" ;;
+            *) link="" ;;
         esac
+        if [ -n "$link" ]; then
+            # shellcheck disable=SC2086
+            if $zig cc -target "$target" $link "$out/ext-$target.o" -o "$out/ext-$target.so" 2>"$out/err"; then
+                e="compiled+linked"
+            else
+                e=LINK-FAIL; fail=1; sed 's/^/    /' "$out/err" | head
+            fi
+        fi
     else
         e=FAIL; fail=1; sed 's/^/    /' "$out/err" | grep -E "error" | head -20
     fi

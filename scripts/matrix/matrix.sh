@@ -19,7 +19,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PYSAMPLER_MATRIX_CACHE:-$HOME/.cache/pysampler-matrix}
-export PYSAMPLER_MATRIX_CACHE=$cache
+export PYSAMPLER_MATRIX_CACHE="$cache"
 mkdir -p "$cache/logs"
 
 pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
