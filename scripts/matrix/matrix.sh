@@ -53,7 +53,7 @@ run_cell() {
 }
 
 report=$cache/report.txt
-: >"$report.new"
+new=$(mktemp "$cache/report.XXXXXX")
 failed=0
 for cell in $cells; do
     log=$cache/logs/$cell.log
@@ -64,9 +64,9 @@ for cell in $cells; do
     summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|[0-9]+ passed|[0-9]+ failed' "$log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//')
     rate=$(sed -n 's/^rate: //p' "$log" | tail -1)
     line=$(printf '%-16s %-4s %5ss  %s | %s' "$cell" "$status" "$((t1 - t0))" "$summary" "$rate")
-    echo "$line" | tee -a "$report.new"
-    if [ "$status" = FAIL ]; then grep -E '^(FAILED|ERROR)' "$log" | head -10 | sed 's/^/    /' | tee -a "$report.new"; fi
+    echo "$line" | tee -a "$new"
+    if [ "$status" = FAIL ]; then grep -E '^(FAILED|ERROR)' "$log" | head -10 | sed 's/^/    /' | tee -a "$new"; fi
 done
-mv "$report.new" "$report"
+mv "$new" "$report"
 echo "report: $report" >&2
 exit "$failed"
