@@ -37,3 +37,18 @@ lint: $(PY)
 
 clean:
 	rm -rf build dist $(VENV) src/*.egg-info src/_sampler.c src/pysampler/*.so
+
+## matrix: the checks that need more than `make test` (root, network, ~1 GB of
+## Debian chroots cached in ~/.cache/pysampler-matrix): workflows, wheel
+## identifiers, cross-compiling the C core, a manylinux wheel, and the suite
+## on CPython 3.9/3.13/3.14/3.15 and on linux/arm64. See scripts/matrix/.
+.PHONY: matrix matrix-static
+matrix-static: $(PY)
+	$(PY) -m pip install -q -e '.[test,matrix]'
+	./scripts/matrix/actionlint.sh
+	./scripts/matrix/identifiers.sh
+	./scripts/matrix/cross-compile.sh
+	./scripts/matrix/wheel.sh
+
+matrix: matrix-static
+	./scripts/matrix/matrix.sh

@@ -41,8 +41,8 @@
 #  include "internal/pycore_interp.h"
 #endif
 #if PY_VERSION_HEX >= 0x030E0000
-/* 3.14: struct _PyInterpreterFrame moved to pycore_interpframe_structs.h,
- * its helpers to pycore_interpframe.h. */
+/* 3.14 (and 3.15): struct _PyInterpreterFrame moved to
+ * pycore_interpframe_structs.h, its helpers to pycore_interpframe.h. */
 #  include "internal/pycore_interpframe.h"
 #elif PY_VERSION_HEX >= 0x030B0000
 /* 3.11-3.13: frames are _PyInterpreterFrame structs (pycore_frame.h);
@@ -69,7 +69,7 @@ typedef PyFrameObject ps_frame;
 static inline PyCodeObject *ps_frame_code(ps_frame *f)
 {
 #if PY_VERSION_HEX >= 0x030E0000
-    /* 3.14: f_executable is a tagged _PyStackRef */
+    /* 3.14, 3.15: f_executable is a tagged _PyStackRef */
     PyObject *ex = PyStackRef_AsPyObjectBorrow(f->f_executable);
     return (ex != NULL && PyCode_Check(ex)) ? (PyCodeObject *)ex : NULL;
 #elif PY_VERSION_HEX >= 0x030D0000
@@ -88,7 +88,13 @@ static inline PyCodeObject *ps_frame_code(ps_frame *f)
  * not meaningful. */
 static inline int ps_frame_skip(ps_frame *f)
 {
-#  if PY_VERSION_HEX >= 0x030C0000
+#  if PY_VERSION_HEX >= 0x030F0000
+    /* 3.15: FRAME_OWNED_BY_CSTACK is gone; the entry/exit shims are all
+     * FRAME_OWNED_BY_INTERPRETER, the highest owner value */
+    if (f->owner >= FRAME_OWNED_BY_INTERPRETER) {
+        return 1;
+    }
+#  elif PY_VERSION_HEX >= 0x030C0000
     if (f->owner >= FRAME_OWNED_BY_CSTACK) {
         /* FRAME_OWNED_BY_CSTACK (3.12+) and FRAME_OWNED_BY_INTERPRETER
          * (3.14+) are entry/exit shims with no user code */
