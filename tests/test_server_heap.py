@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -433,3 +434,46 @@ def test_index_links_the_heap_paths(server: server_mod.Server) -> None:
     page = get(f"{server.url}/debug/pprof/").body.decode()
     for link in ("/debug/pprof/heap", "/debug/pprof/allocs", "/profile/heap"):
         assert f'href="{link}"' in page
+
+
+# -- the start-up hook ---------------------------------------------------------------
+
+HEAP_APP = """
+import sys, time
+
+def hold_buffers(kept):
+    size = 1024
+    for _ in range(3000):
+        kept.append(bytes(size))
+        size = size * 3 % 65521 + 512
+
+kept = []
+hold_buffers(kept)
+print("ready", flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
+def test_hook_with_pysampler_heap_serves_heap_in_use_at_once(tmp_path: Path) -> None:
+    from test_server_hook import App, _env
+
+    script = tmp_path / "heap_app.py"
+    script.write_text(HEAP_APP)
+    app = App.__new__(App)  # App's waiting and cleanup, with this script
+    app.url = ""
+    app.proc = subprocess.Popen(
+        [sys.executable, str(script), "60"],
+        cwd=tmp_path,
+        env=_env(PYSAMPLER_PORT="0", PYSAMPLER_HEAP="1", PYSAMPLER_HEAP_SAMPLE_BYTES=str(RATE)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = app.wait_for_url()
+        assert app.proc.stdout is not None
+        assert app.proc.stdout.readline().strip() == "ready"
+        out, rows = pprof_top(f"{url}/debug/pprof/heap", tmp_path, "-sample_index=inuse_space")
+        assert rows and rows[0][-1] == "hold_buffers", out
+    finally:
+        app.kill()
