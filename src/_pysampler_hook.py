@@ -8,6 +8,10 @@ for one dictionary look-up. Settings come from the environment:
 - ``PYSAMPLER_HOST``: address to bind (default ``127.0.0.1``).
 - ``PYSAMPLER_TOKEN``: when set, requests need ``Authorization: Bearer <token>``.
 - ``PYSAMPLER_MAX_DURATION``: longest profile in seconds (default 600).
+- ``PYSAMPLER_HEAP``: ``1`` keeps a heap profiling session running from
+  start-up, for ``/debug/pprof/heap`` (default off).
+- ``PYSAMPLER_HEAP_SAMPLE_BYTES``: mean bytes between heap samples (default
+  524288).
 
 Nothing here may stop the program from starting: every failure becomes a
 warning that names the port, and the program runs on without the endpoint.
@@ -52,10 +56,27 @@ def _start() -> None:
         _warn(f"PYSAMPLER_MAX_DURATION={max_text!r} is not a number of seconds")
         return
     token = os.environ.get("PYSAMPLER_TOKEN") or None
+    heap_text = os.environ.get("PYSAMPLER_HEAP", "").strip()
+    if heap_text not in ("", "0", "1"):
+        _warn(f"PYSAMPLER_HEAP={heap_text!r} is not 0 or 1")
+        return
+    rate_text = os.environ.get("PYSAMPLER_HEAP_SAMPLE_BYTES", "").strip()
+    try:
+        sample_bytes = int(rate_text) if rate_text else 512 * 1024
+    except ValueError:
+        _warn(f"PYSAMPLER_HEAP_SAMPLE_BYTES={rate_text!r} is not a whole number of bytes")
+        return
     try:
         from pysampler.server import serve
 
-        server = serve(port, host=host, token=token, max_duration=max_duration)
+        server = serve(
+            port,
+            host=host,
+            token=token,
+            max_duration=max_duration,
+            heap=heap_text == "1",
+            heap_sample_bytes=sample_bytes,
+        )
     except OSError as exc:
         _warn(f"cannot listen on {host} port {port} ({exc.strerror or exc})")
         return

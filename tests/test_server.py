@@ -398,7 +398,7 @@ def test_started_session_expires_after_max_duration() -> None:
 
 
 def test_unknown_path_gets_404_json(server: server_mod.Server) -> None:
-    for path in ("/", "/etc/passwd", "/profile/heap", "/debug/pprof/heap", "/../setup.py"):
+    for path in ("/", "/etc/passwd", "/profile/mutex", "/debug/pprof/block", "/../setup.py"):
         reply = get(server.url + path)
         assert reply.status == 404, path
         body = reply.json()

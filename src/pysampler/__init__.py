@@ -25,6 +25,8 @@ def serve(
     host: str = "127.0.0.1",
     token: "str | None" = None,
     max_duration: float = 600.0,
+    heap: bool = False,
+    heap_sample_bytes: int = 512 * 1024,
 ) -> "Server":
     """Serve profiles of this process over HTTP; see :func:`pysampler.server.serve`.
 
@@ -33,11 +35,13 @@ def serve(
         host: address to bind (loopback by default).
         token: when given, requests need ``Authorization: Bearer <token>``.
         max_duration: longest profile a request may ask for, in seconds.
+        heap: keep a heap profiling session running for ``/debug/pprof/heap``.
+        heap_sample_bytes: mean bytes between heap samples for that session.
     """
     # Imported on use: http.server is not paid for by programs that never serve.
     from pysampler.server import serve as _serve
 
-    return _serve(port, host, token, max_duration)
+    return _serve(port, host, token, max_duration, heap, heap_sample_bytes)
 
 
 __all__ = [

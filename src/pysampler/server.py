@@ -32,15 +32,26 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pysampler import _control, formats
+from pysampler import heap as _heap
 from pysampler._control import cancel, start, stop
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
+from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
 
 __all__ = ["DEFAULT_MAX_DURATION", "ROUTES", "Route", "Server", "serve"]
 
 DEFAULT_MAX_DURATION = 600.0
+#: mean bytes between heap samples for serve(heap=True): Go's default
+DEFAULT_HEAP_SAMPLE_BYTES = _heap.DEFAULT_SAMPLE_BYTES
 #: ``/debug/pprof/profile`` without ``seconds``, as in Go's net/http/pprof
 DEFAULT_PPROF_SECONDS = 30.0
+#: heap sampling rates a request may ask for (mean bytes between samples):
+#: below 4 KiB the sampling itself would slow an allocation-heavy program
+#: down noticeably, above 1 GiB a profile would hold almost no samples
+MIN_SAMPLE_BYTES = 4096
+MAX_SAMPLE_BYTES = 1 << 30
+#: formats a heap profile can be written in
+HEAP_FORMATS = ("heapprofile", "pprof")
 #: how often a waiting request looks for a client that hung up, a cancel
 #: or a closing server; only while a profile is being taken
 POLL_INTERVAL = 0.1
@@ -53,6 +64,7 @@ _CONTENT_TYPES = {
     "pprof": "application/octet-stream",
     "cpuprofile": "application/json",
     "collapsed": "text/plain; charset=utf-8",
+    "heapprofile": "application/json",
 }
 # digits only, bounded: rejects "nan", "inf", "1e999", "0x10", "-1", " 5"
 _NUMBER = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?\Z")
@@ -86,71 +98,112 @@ class HttpError(Exception):
 @dataclass(eq=False)
 class _Session:
     owner: object
+    kind: str  # "cpu" or "heap": one session of each kind may run at a time
     manual: bool  # started by /profile/cpu/start, ended by /profile/cpu/stop
-    hz: float
-    mode: str
     started_unix: float
     started_mono: float
+    hz: float = 0.0
+    mode: str = ""
+    sample_bytes: float = 0.0
+    #: a heap session kept running by serve(heap=True) for /debug/pprof/heap
+    resident: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
     expiry: threading.Timer | None = None
 
 
 _sessions_lock = threading.Lock()
-_current: _Session | None = None
+#: the running HTTP session of each kind
+_current: dict[str, _Session] = {}
 
 
-def _begin(owner: object, hz: float, mode: str, manual: bool) -> _Session:
-    global _current
+def _begin(
+    owner: object,
+    kind: str,
+    *,
+    manual: bool = False,
+    resident: bool = False,
+    hz: float = 0.0,
+    mode: str = "",
+    sample_bytes: float = 0.0,
+) -> _Session:
     with _sessions_lock:
-        if _current is not None:
-            what = "started with /profile/cpu/start" if _current.manual else "timed"
-            raise HttpError(409, f"a profile requested over HTTP ({what}) is already running")
+        running = _current.get(kind)
+        if running is not None:
+            if running.resident:
+                what = "kept running by the endpoint for /debug/pprof/heap"
+            elif running.manual:
+                what = "started with /profile/cpu/start"
+            else:
+                what = "timed"
+            raise HttpError(
+                409, f"a {kind} profile requested over HTTP ({what}) is already running"
+            )
         started_unix = time.time()
         try:
-            start(hz, mode)
+            if kind == "heap":
+                _heap.start(int(sample_bytes))
+            else:
+                start(hz, mode)
         except ProfilerAlreadyRunning:
             raise HttpError(
-                409, "the profiler is busy: the application is running its own session"
+                409, f"the {kind} profiler is busy: the application is running its own session"
             ) from None
-        _current = _Session(owner, manual, hz, mode, started_unix, time.monotonic())
-        return _current
+        session = _Session(
+            owner,
+            kind,
+            manual,
+            started_unix,
+            time.monotonic(),
+            hz=hz,
+            mode=mode,
+            sample_bytes=sample_bytes,
+            resident=resident,
+        )
+        _current[kind] = session
+        return session
 
 
-def _finish(session: _Session) -> Profile | None:
+def _finish(session: _Session) -> Profile | HeapProfile | None:
     """Stop ``session`` and return its profile; None if it had ended."""
-    global _current
     with _sessions_lock:
-        if _current is not session:
+        if _current.get(session.kind) is not session:
             return None
-        _current = None
+        del _current[session.kind]
         if session.expiry is not None:
             session.expiry.cancel()
         try:
-            return stop()
+            return _heap.stop() if session.kind == "heap" else stop()
         except ProfilerNotRunning:
-            # The program called pysampler.stop() or cancel() itself.
+            # The program called stop() or cancel() itself.
             return None
 
 
 def _abort(session: _Session) -> bool:
     """Discard ``session`` if it still runs; whether it did."""
-    global _current
     with _sessions_lock:
-        if _current is not session:
+        if _current.get(session.kind) is not session:
             return False
-        _current = None
+        del _current[session.kind]
         session.cancelled.set()
         if session.expiry is not None:
             session.expiry.cancel()
-        cancel()
+        if session.kind == "heap":
+            _heap.cancel()
+        else:
+            cancel()
         return True
 
 
-def _current_session(owner: object | None = None) -> _Session | None:
+def _current_session(
+    kind: str = "cpu", owner: object | None = None, resident: bool | None = None
+) -> _Session | None:
     with _sessions_lock:
-        if _current is not None and (owner is None or _current.owner is owner):
-            return _current
-        return None
+        session = _current.get(kind)
+        if session is None or (owner is not None and session.owner is not owner):
+            return None
+        if resident is not None and session.resident != resident:
+            return None
+        return session
 
 
 # --------------------------------------------------------------------------
@@ -235,6 +288,23 @@ def _format(params: dict[str, str], default: str) -> formats.Format:
         return formats.get(name)
     except ValueError as exc:
         raise HttpError(400, str(exc), "format") from None
+
+
+def _sample_bytes(params: dict[str, str]) -> float:
+    """Mean bytes between heap samples from ``sample_bytes``; Go's default if absent."""
+    value = _number(params, "sample_bytes", MIN_SAMPLE_BYTES, MAX_SAMPLE_BYTES, "bytes")
+    return float(_heap.DEFAULT_SAMPLE_BYTES) if value is None else float(int(value))
+
+
+def _heap_format(params: dict[str, str]) -> formats.Format:
+    fmt = _format(params, "heapprofile")
+    if fmt.name not in HEAP_FORMATS:
+        raise HttpError(
+            400,
+            f"format must be one of {', '.join(HEAP_FORMATS)} for a heap profile, not {fmt.name!r}",
+            "format",
+        )
+    return fmt
 
 
 def _seconds_label(seconds: float) -> str:
@@ -342,7 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self._send_json(exc.status, exc.body, exc.headers)
 
-    def _send_profile(self, profile: Profile, fmt: formats.Format, filename: str) -> None:
+    def _send_profile(
+        self, profile: Profile | HeapProfile, fmt: formats.Format, filename: str
+    ) -> None:
         body = profile.to_bytes(fmt.name)
         self._send(
             200,
@@ -390,16 +462,15 @@ class _Handler(BaseHTTPRequestHandler):
                     return "disconnected"
                 watching = False
 
-    def _timed_profile(
-        self, seconds: float, hz: float, mode: str, fmt: formats.Format, filename: str | None
-    ) -> None:
-        session = _begin(self.server, hz, mode, manual=False)
+    def _take(self, session: _Session, seconds: float) -> Profile | HeapProfile | None:
+        """Wait ``seconds`` while ``session`` records, then stop it; the
+        profile, or None when the client hung up (nothing to answer)."""
         try:
             outcome = self._wait(session, seconds)
             if outcome != "done":
                 _abort(session)
                 if outcome == "disconnected":
-                    return
+                    return None
                 if outcome == "closing":
                     raise HttpError(503, "the profiling endpoint is shutting down")
                 raise HttpError(409, "the session was cancelled (/profile/cancel)")
@@ -409,13 +480,57 @@ class _Handler(BaseHTTPRequestHandler):
             # profiler is free when this request ends.
             _abort(session)
         if profile is None:
-            raise HttpError(409, "the session was ended by the application")
+            raise HttpError(409, f"the {session.kind} session was ended by the application")
+        return profile
+
+    def _timed_profile(
+        self, seconds: float, hz: float, mode: str, fmt: formats.Format, filename: str | None
+    ) -> None:
+        session = _begin(self.server, "cpu", hz=hz, mode=mode)
+        profile = self._take(session, seconds)
+        if profile is None:
+            return
         if filename is None:
             filename = (
                 f"cpu_{int(session.started_unix)}_{_seconds_label(seconds)}-seconds"
                 f"{fmt.suffixes[0]}"
             )
         self._send_profile(profile, fmt, filename)
+
+    def _timed_heap(
+        self,
+        seconds: float,
+        sample_bytes: float,
+        view: str,
+        fmt: formats.Format,
+        filename: str | None,
+    ) -> None:
+        session = _begin(self.server, "heap", sample_bytes=sample_bytes)
+        profile = self._take(session, seconds)
+        if profile is None:
+            return
+        assert isinstance(profile, HeapProfile)
+        if filename is None:
+            filename = (
+                f"heap_{int(session.started_unix)}_{_seconds_label(seconds)}-seconds"
+                f"{fmt.suffixes[0]}"
+            )
+        self._send_profile(profile.with_view(view), fmt, filename)
+
+    def _heap_now(self, view: str, filename: str) -> None:
+        """Answer from the heap session already running (the endpoint's own
+        with ``serve(heap=True)``, or the application's): a snapshot, which
+        leaves the session running."""
+        try:
+            snap = _heap.snapshot()
+        except ProfilerNotRunning:
+            raise HttpError(
+                409,
+                "no heap profiling session is running, so memory in use is unknown: "
+                "ask for a window with ?seconds=S, or start the endpoint with "
+                "serve(heap=True) or PYSAMPLER_HEAP=1 to keep one running",
+            ) from None
+        self._send_profile(snap.with_view(view), formats.get("pprof"), filename)
 
     # -- route handlers ----------------------------------------------------
 
@@ -426,7 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def profile_cpu_start(self, params: dict[str, str]) -> None:
         hz, mode = _rate(params)
-        session = _begin(self.server, hz, mode, manual=True)
+        session = _begin(self.server, "cpu", hz=hz, mode=mode, manual=True)
         # A forgotten session must not sample forever.
         limit = self.server.max_duration
         session.expiry = threading.Timer(limit, _abort, args=(session,))
@@ -465,11 +580,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_profile(profile, fmt, filename)
 
     def profile_cancel(self, params: dict[str, str]) -> None:
-        session = _current_session()
-        if session is None or not _abort(session):
-            if _control.is_running():
+        cancelled = [
+            session.kind
+            for session in (
+                _current_session("cpu"),
+                _current_session("heap", resident=False),
+            )
+            if session is not None and _abort(session)
+        ]
+        if not cancelled:
+            if _control.is_running() or _heap.is_running():
                 raise HttpError(
-                    409, "the running session belongs to the application; it is not ours to cancel"
+                    409,
+                    "the running session is not one a request started; it is not ours to cancel",
                 )
             raise HttpError(409, "no profiling session is running")
         self._send_json(200, {"status": "cancelled"})
@@ -485,7 +608,8 @@ class _Handler(BaseHTTPRequestHandler):
             "<body><h1>pysampler profiling endpoint</h1>\n"
             "<p>Profiles of this Python process, on demand. For example:<br>"
             "<code>go tool pprof -top 'http://HOST:PORT/debug/pprof/profile?seconds=5'</code><br>"
-            "<code>curl -OJ 'http://HOST:PORT/profile/cpu?duration=5'</code></p>\n"
+            "<code>curl -OJ 'http://HOST:PORT/profile/cpu?duration=5'</code><br>"
+            "<code>go tool pprof -top 'http://HOST:PORT/debug/pprof/heap'</code></p>\n"
             f"<table>\n{rows}</table></body></html>\n"
         )
         self._send(200, page.encode(), "text/html; charset=utf-8", {})
@@ -501,12 +625,30 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = _format({"format": params.get("format", "pprof")}, "pprof")
         self._timed_profile(seconds, hz, "wall", fmt, "profile" if fmt.name == "pprof" else None)
 
+    def profile_heap(self, params: dict[str, str]) -> None:
+        seconds = _duration(params, "duration", self.server.max_duration, None)
+        sample_bytes = _sample_bytes(params)
+        fmt = _heap_format(params)
+        self._timed_heap(seconds, sample_bytes, "inuse", fmt, None)
+
+    def pprof_heap(self, params: dict[str, str]) -> None:
+        if "seconds" not in params:
+            self._heap_now("inuse", "heap")
+            return
+        seconds = _duration(params, "seconds", self.server.max_duration, None)
+        self._timed_heap(seconds, _sample_bytes(params), "inuse", formats.get("pprof"), "heap")
+
+    def pprof_allocs(self, params: dict[str, str]) -> None:
+        if "seconds" not in params:
+            self._heap_now("alloc", "allocs")
+            return
+        seconds = _duration(params, "seconds", self.server.max_duration, None)
+        self._timed_heap(seconds, _sample_bytes(params), "alloc", formats.get("pprof"), "allocs")
+
 
 _PROFILE_PARAMS = ("duration", "sampling_interval", "hz", "mode", "format")
 
 #: Every path the endpoint answers. Unknown paths get a 404 listing these.
-#: The heap profiler adds /profile/heap, /debug/pprof/heap and
-#: /debug/pprof/allocs here.
 ROUTES: dict[str, Route] = {
     r.path: r
     for r in (
@@ -548,6 +690,28 @@ ROUTES: dict[str, Route] = {
             _Handler.fgprof,
             "wall-clock profile (every thread, waiting or not), gzip pprof, for ?seconds=S "
             "(default 30), as Go's fgprof",
+            None,
+        ),
+        Route(
+            "/profile/heap",
+            _Handler.profile_heap,
+            "sample allocations for ?duration=S seconds and return what is still in use "
+            "(&sample_bytes=N, &format=heapprofile|pprof)",
+            ("duration", "sample_bytes", "format"),
+        ),
+        Route(
+            "/debug/pprof/heap",
+            _Handler.pprof_heap,
+            "memory in use, gzip pprof: now, from the running heap session "
+            "(serve(heap=True)); or, with ?seconds=S, what was allocated in S seconds "
+            "and is still in use at the end",
+            None,
+        ),
+        Route(
+            "/debug/pprof/allocs",
+            _Handler.pprof_allocs,
+            "memory allocated, gzip pprof: since the running heap session started; "
+            "or, with ?seconds=S, in the next S seconds",
             None,
         ),
     )
@@ -596,9 +760,9 @@ def _after_fork_in_child() -> None:
     # copy of a listening socket would keep the port bound, unanswered,
     # after the parent exits: close it. The lock may have been held by a
     # thread that does not exist here.
-    global _current, _sessions_lock
+    global _sessions_lock
     _sessions_lock = threading.Lock()
-    _current = None
+    _current.clear()
     for httpd in list(_servers):
         httpd.closing.set()
         with contextlib.suppress(OSError):
@@ -640,9 +804,10 @@ class Server:
         if self._httpd.closing.is_set():
             return
         self._httpd.closing.set()
-        session = _current_session(self._httpd)
-        if session is not None:
-            _abort(session)
+        for kind in ("cpu", "heap"):
+            session = _current_session(kind, owner=self._httpd)
+            if session is not None:
+                _abort(session)
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -663,6 +828,8 @@ def serve(
     host: str = "127.0.0.1",
     token: str | None = None,
     max_duration: float = DEFAULT_MAX_DURATION,
+    heap: bool = False,
+    heap_sample_bytes: int = DEFAULT_HEAP_SAMPLE_BYTES,
 ) -> Server:
     """Serve profiles of this process over HTTP from a daemon thread.
 
@@ -672,6 +839,10 @@ def serve(
         token: when given, every request needs ``Authorization: Bearer <token>``.
         max_duration: longest profile a request may ask for, in seconds; also
             how long a session from ``/profile/cpu/start`` may run.
+        heap: keep a heap profiling session running from now until
+            ``close()``, so ``/debug/pprof/heap`` and ``/debug/pprof/allocs``
+            answer at once with everything since, as a Go program's do.
+        heap_sample_bytes: mean bytes between heap samples for that session.
 
     Returns:
         The running :class:`Server`; ``.close()`` stops it.
@@ -679,6 +850,7 @@ def serve(
     Raises:
         OSError: the port is taken or the address cannot be bound.
         ValueError: an argument is out of range.
+        ProfilerAlreadyRunning: ``heap=True`` while heap profiling already runs.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
@@ -692,7 +864,22 @@ def serve(
         or not (math.isfinite(max_duration) and max_duration > 0)
     ):
         raise ValueError(f"max_duration must be a positive number of seconds, not {max_duration!r}")
+    if (
+        isinstance(heap_sample_bytes, bool)
+        or not isinstance(heap_sample_bytes, int)
+        or not MIN_SAMPLE_BYTES <= heap_sample_bytes <= MAX_SAMPLE_BYTES
+    ):
+        raise ValueError(
+            f"heap_sample_bytes must be an integer from {MIN_SAMPLE_BYTES} to "
+            f"{MAX_SAMPLE_BYTES}, not {heap_sample_bytes!r}"
+        )
     httpd = _HTTPServer((host, port), token, float(max_duration))
+    if heap:
+        try:
+            _begin(httpd, "heap", resident=True, sample_bytes=heap_sample_bytes)
+        except HttpError as exc:
+            httpd.server_close()
+            raise ProfilerAlreadyRunning(str(exc.body["error"])) from None
     thread = threading.Thread(
         target=httpd.serve_forever,
         kwargs={"poll_interval": 0.5},
