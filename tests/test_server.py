@@ -363,6 +363,11 @@ BAD = [
     ("/debug/pprof/profile?seconds=0", "seconds"),
     ("/debug/fgprof?seconds=-3", "seconds"),
     ("/debug/fgprof?seconds=1&format=exe", "format"),
+    ("/profile/cpu?duration=1&mode=wall&asyncio=yes", "asyncio"),
+    ("/profile/cpu?duration=1&mode=wall&asyncio=2", "asyncio"),
+    ("/profile/cpu?duration=1&asyncio=1", "asyncio"),
+    ("/profile/cpu/start?mode=cpu&asyncio=1", "asyncio"),
+    ("/debug/fgprof?seconds=1&asyncio=true", "asyncio"),
 ]
 
 
@@ -620,3 +625,34 @@ def test_application_keeps_serving_its_own_traffic_while_profiled(
     lines = profile[0].body.decode().splitlines()
     frames = {_function(f) for line in lines for f in line.split(";")}
     assert "_AppHandler.do_GET" in frames
+
+
+def test_wall_profile_with_asyncio_shows_waiting_tasks(server: server_mod.Server) -> None:
+    import asyncio
+
+    stop = threading.Event()
+
+    async def query_database() -> None:
+        await asyncio.sleep(0.3)
+
+    async def handle(i: int) -> None:
+        while not stop.is_set():
+            await query_database()
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(handle(i), name=f"handler-{i}") for i in range(2)]
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*tasks)
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(main(),), name="loop")
+    loop_thread.start()
+    try:
+        reply = get(f"{server.url}/profile/cpu?duration=1&mode=wall&asyncio=1&format=collapsed")
+    finally:
+        stop.set()
+        loop_thread.join()
+    assert reply.status == 200, reply.body[:300]
+    lines = reply.body.decode().splitlines()
+    waits = [ln for ln in lines if ";Task: handler-" in ln and "query_database" in ln]
+    assert {ln.split(";Task: ")[1].split(";")[0] for ln in waits} == {"handler-0", "handler-1"}

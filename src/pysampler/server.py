@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pysampler import _control, formats
+from pysampler import _asyncio, _control, formats
 from pysampler import heap as _heap
 from pysampler._control import cancel, start, stop
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
@@ -104,6 +104,7 @@ class _Session:
     started_mono: float
     hz: float = 0.0
     mode: str = ""
+    asyncio: bool = False
     sample_bytes: float = 0.0
     #: a heap session kept running by serve(heap=True) for /debug/pprof/heap
     resident: bool = False
@@ -124,6 +125,7 @@ def _begin(
     resident: bool = False,
     hz: float = 0.0,
     mode: str = "",
+    asyncio: bool = False,
     sample_bytes: float = 0.0,
 ) -> _Session:
     with _sessions_lock:
@@ -143,7 +145,7 @@ def _begin(
             if kind == "heap":
                 _heap.start(int(sample_bytes))
             else:
-                start(hz, mode)
+                start(hz, mode, asyncio=asyncio)
         except ProfilerAlreadyRunning:
             raise HttpError(
                 409, f"the {kind} profiler is busy: the application is running its own session"
@@ -156,6 +158,7 @@ def _begin(
             time.monotonic(),
             hz=hz,
             mode=mode,
+            asyncio=asyncio,
             sample_bytes=sample_bytes,
             resident=resident,
         )
@@ -280,6 +283,20 @@ def _rate(params: dict[str, str]) -> tuple[float, str]:
             400, f"mode must be one of {', '.join(_control.MODES)}, not {mode!r}", "mode"
         )
     return hz, mode
+
+
+def _asyncio_flag(params: dict[str, str], mode: str) -> bool:
+    """``asyncio=1``: also record where waiting asyncio tasks wait (wall mode)."""
+    value = params.get("asyncio", "0")
+    if value not in ("0", "1"):
+        raise HttpError(400, f"asyncio must be 0 or 1, not {value[:50]!r}", "asyncio")
+    if value == "0":
+        return False
+    if mode != "wall":
+        raise HttpError(400, "asyncio=1 needs mode=wall (a waiting task uses no CPU)", "asyncio")
+    if not _asyncio.supported():
+        raise HttpError(400, "asyncio=1 is not supported on this Python version", "asyncio")
+    return True
 
 
 def _format(params: dict[str, str], default: str) -> formats.Format:
@@ -484,9 +501,15 @@ class _Handler(BaseHTTPRequestHandler):
         return profile
 
     def _timed_profile(
-        self, seconds: float, hz: float, mode: str, fmt: formats.Format, filename: str | None
+        self,
+        seconds: float,
+        hz: float,
+        mode: str,
+        fmt: formats.Format,
+        filename: str | None,
+        asyncio: bool = False,
     ) -> None:
-        session = _begin(self.server, "cpu", hz=hz, mode=mode)
+        session = _begin(self.server, "cpu", hz=hz, mode=mode, asyncio=asyncio)
         profile = self._take(session, seconds)
         if profile is None:
             return
@@ -537,11 +560,13 @@ class _Handler(BaseHTTPRequestHandler):
     def profile_cpu(self, params: dict[str, str]) -> None:
         seconds = _duration(params, "duration", self.server.max_duration, None)
         hz, mode = _rate(params)
-        self._timed_profile(seconds, hz, mode, _format(params, "cpuprofile"), None)
+        tasks = _asyncio_flag(params, mode)
+        self._timed_profile(seconds, hz, mode, _format(params, "cpuprofile"), None, tasks)
 
     def profile_cpu_start(self, params: dict[str, str]) -> None:
         hz, mode = _rate(params)
-        session = _begin(self.server, "cpu", hz=hz, mode=mode, manual=True)
+        tasks = _asyncio_flag(params, mode)
+        session = _begin(self.server, "cpu", hz=hz, mode=mode, asyncio=tasks, manual=True)
         # A forgotten session must not sample forever.
         limit = self.server.max_duration
         session.expiry = threading.Timer(limit, _abort, args=(session,))
@@ -554,6 +579,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "status": "started",
                 "hz": hz,
                 "mode": mode,
+                "asyncio": tasks,
                 "started_at": session.started_unix,
                 "expires_in": limit,
                 "stop": "/profile/cpu/stop",
@@ -623,7 +649,9 @@ class _Handler(BaseHTTPRequestHandler):
         seconds = _duration(params, "seconds", self.server.max_duration, DEFAULT_PPROF_SECONDS)
         hz, _ = _rate({k: v for k, v in params.items() if k == "hz"})
         fmt = _format({"format": params.get("format", "pprof")}, "pprof")
-        self._timed_profile(seconds, hz, "wall", fmt, "profile" if fmt.name == "pprof" else None)
+        tasks = _asyncio_flag(params, "wall")
+        filename = "profile" if fmt.name == "pprof" else None
+        self._timed_profile(seconds, hz, "wall", fmt, filename, tasks)
 
     def profile_heap(self, params: dict[str, str]) -> None:
         seconds = _duration(params, "duration", self.server.max_duration, None)
@@ -646,7 +674,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._timed_heap(seconds, _sample_bytes(params), "alloc", formats.get("pprof"), "allocs")
 
 
-_PROFILE_PARAMS = ("duration", "sampling_interval", "hz", "mode", "format")
+_PROFILE_PARAMS = ("duration", "sampling_interval", "hz", "mode", "format", "asyncio")
 
 #: Every path the endpoint answers. Unknown paths get a 404 listing these.
 ROUTES: dict[str, Route] = {
@@ -656,14 +684,16 @@ ROUTES: dict[str, Route] = {
             "/profile/cpu",
             _Handler.profile_cpu,
             "profile for ?duration=S seconds and return the file "
-            "(&hz=N or &sampling_interval=US, &mode=cpu|wall, &format=cpuprofile|pprof|collapsed)",
+            "(&hz=N or &sampling_interval=US, &mode=cpu|wall, &format=cpuprofile|pprof|collapsed, "
+            "&asyncio=1 with mode=wall)",
             _PROFILE_PARAMS,
         ),
         Route(
             "/profile/cpu/start",
             _Handler.profile_cpu_start,
-            "start a session (&hz, &sampling_interval, &mode); end it with /profile/cpu/stop",
-            ("sampling_interval", "hz", "mode"),
+            "start a session (&hz, &sampling_interval, &mode, &asyncio); "
+            "end it with /profile/cpu/stop",
+            ("sampling_interval", "hz", "mode", "asyncio"),
         ),
         Route(
             "/profile/cpu/stop",
