@@ -1,0 +1,138 @@
+"""Sessions started over HTTP. The profiler is process-wide, so this state
+is too: whichever server started the running session owns it. One session
+of each kind (CPU, heap) may run at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pysampler import heap as _heap
+from pysampler._control import cancel, start, stop
+from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
+from pysampler.heap_profile import HeapProfile
+from pysampler.profile import Profile
+from pysampler.server.query import HttpError
+
+
+@dataclass(eq=False)
+class Session:
+    owner: object
+    kind: str  # "cpu" or "heap": one session of each kind may run at a time
+    manual: bool  # started by /profile/cpu/start, ended by /profile/cpu/stop
+    started_unix: float
+    started_mono: float
+    hz: float = 0.0
+    mode: str = ""
+    asyncio: bool = False
+    sample_bytes: float = 0.0
+    #: a heap session kept running by serve(heap=True) for /debug/pprof/heap
+    resident: bool = False
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    expiry: threading.Timer | None = None
+
+
+_sessions_lock = threading.Lock()
+#: the running HTTP session of each kind
+_current: dict[str, Session] = {}
+
+
+def begin(
+    owner: object,
+    kind: str,
+    *,
+    manual: bool = False,
+    resident: bool = False,
+    hz: float = 0.0,
+    mode: str = "",
+    asyncio: bool = False,
+    sample_bytes: float = 0.0,
+) -> Session:
+    with _sessions_lock:
+        running = _current.get(kind)
+        if running is not None:
+            if running.resident:
+                what = "kept running by the endpoint for /debug/pprof/heap"
+            elif running.manual:
+                what = "started with /profile/cpu/start"
+            else:
+                what = "timed"
+            raise HttpError(
+                409, f"a {kind} profile requested over HTTP ({what}) is already running"
+            )
+        started_unix = time.time()
+        try:
+            if kind == "heap":
+                _heap.start(int(sample_bytes))
+            else:
+                start(hz, mode, asyncio=asyncio)
+        except ProfilerAlreadyRunning:
+            raise HttpError(
+                409, f"the {kind} profiler is busy: the application is running its own session"
+            ) from None
+        session = Session(
+            owner,
+            kind,
+            manual,
+            started_unix,
+            time.monotonic(),
+            hz=hz,
+            mode=mode,
+            asyncio=asyncio,
+            sample_bytes=sample_bytes,
+            resident=resident,
+        )
+        _current[kind] = session
+        return session
+
+
+def finish(session: Session) -> Profile | HeapProfile | None:
+    """Stop ``session`` and return its profile; None if it had ended."""
+    with _sessions_lock:
+        if _current.get(session.kind) is not session:
+            return None
+        del _current[session.kind]
+        if session.expiry is not None:
+            session.expiry.cancel()
+        try:
+            return _heap.stop() if session.kind == "heap" else stop()
+        except ProfilerNotRunning:
+            # The program called stop() or cancel() itself.
+            return None
+
+
+def abort(session: Session) -> bool:
+    """Discard ``session`` if it still runs; whether it did."""
+    with _sessions_lock:
+        if _current.get(session.kind) is not session:
+            return False
+        del _current[session.kind]
+        session.cancelled.set()
+        if session.expiry is not None:
+            session.expiry.cancel()
+        if session.kind == "heap":
+            _heap.cancel()
+        else:
+            cancel()
+        return True
+
+
+def current(
+    kind: str = "cpu", owner: object | None = None, resident: bool | None = None
+) -> Session | None:
+    with _sessions_lock:
+        session = _current.get(kind)
+        if session is None or (owner is not None and session.owner is not owner):
+            return None
+        if resident is not None and session.resident != resident:
+            return None
+        return session
+
+
+def reset_after_fork() -> None:
+    """In a forked child: no session runs there, and the lock may have been
+    held by a thread that does not exist."""
+    global _sessions_lock
+    _sessions_lock = threading.Lock()
+    _current.clear()
