@@ -135,7 +135,7 @@ def read(data: bytes) -> HeapProfile:
         node_of_id: dict[int, int] = {}
         self_size: dict[int, int] = {}
         # (tree node, its stack node or -1 for the root), walked without recursion
-        todo: list[tuple[dict[str, Any], int]] = [(child, -1) for child in head["children"]]
+        todo: list[tuple[dict[str, Any], int]] = [(c, -1) for c in reversed(head["children"])]
         while todo:
             node, parent = todo.pop()
             cf = node["callFrame"]
@@ -147,7 +147,8 @@ def read(data: bytes) -> HeapProfile:
             nodes.append((parent, fid))
             node_of_id[int(node["id"])] = here
             self_size[here] = int(node.get("selfSize", 0))
-            todo.extend((child, here) for child in node.get("children", ()))
+            # reversed, so that children are numbered in the file's order
+            todo.extend((child, here) for child in reversed(node.get("children", ())))
         per_node: dict[int, dict[int, int]] = {}
         for s in samples:
             where = node_of_id.get(int(s["nodeId"]))

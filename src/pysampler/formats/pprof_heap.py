@@ -123,10 +123,10 @@ def read_heap(d: _Decoded) -> HeapProfile:
 
     pprof heap files carry estimates (already unsampled) per stack and block
     size; a HeapProfile keeps sample counts and unsamples them itself. So the
-    counts are recovered by undoing the unsampling with the file's period
-    (``space/bytes``, the mean bytes between samples): for our files and
-    Go's this gives back the sample counts exactly, and the estimates agree
-    with the file's to a byte per row. The block size is the numeric
+    counts are recovered by undoing the unsampling of the bytes with the
+    file's period (``space/bytes``, the mean bytes between samples): for our
+    files and Go's this gives back the sample counts exactly, and the
+    estimates agree with the file's to a byte per row. The block size is the numeric
     ``bytes`` label where there is one (ours, Go's), else bytes over
     objects. Without a period in bytes, or without ``*_objects`` counts,
     the file's numbers are taken as exact (one sample per block).
@@ -163,10 +163,10 @@ def read_heap(d: _Decoded) -> HeapProfile:
         counts = []
         for v in ("alloc", "inuse"):
             o, b = got[v]
-            if objects[v] is None:
-                o = round(b / size) if size else 0
-            n = round(o / weight)
-            counts.append(n if n or not b else 1)  # keep a stack the file shows
+            # bytes have the finer grain: Go truncates both estimates to
+            # integers, which can cost a whole block's worth of objects
+            n = round(b / (size * weight)) if b and size else round(o / weight)
+            counts.append(n if n or not (b or o) else 1)  # keep a stack the file shows
         if space["alloc"] is None and objects["alloc"] is None:
             counts[0] = counts[1]  # no allocation data: all that is known is in use
         counts[0] = max(counts[0], counts[1])
