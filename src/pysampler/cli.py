@@ -4,7 +4,8 @@
 ``sys.argv``, ``__main__``, ``sys.path[0]``, stdout and exit status; the
 profile is written however the program ends (normally, by an exception, by
 ``sys.exit`` or by Ctrl-C). ``convert`` and ``top`` read pprof and
-``.cpuprofile`` files. Errors are one line on stderr and a non-zero status.
+``.cpuprofile`` files, and heap profiles (pprof heap, ``.heapprofile``).
+Errors are one line on stderr and a non-zero status.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 import pysampler
 from pysampler import _asyncio, _control, formats
+from pysampler.heap_profile import VIEWS, HeapProfile
 from pysampler.profile import Profile
 
 PROG = "pysampler"
@@ -135,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="convert a profile file to another format",
         description="Read a pprof or .cpuprofile file (pysampler's or another tool's) "
-        "and write it in another format.",
+        "and write it in another format. Heap profiles (pprof heap, .heapprofile) "
+        "convert to pprof, .heapprofile, HTML and collapsed stacks.",
         epilog="example:\n  pysampler convert out.pprof -o out.html\n\n"
         f"formats (name, suffixes):\n{_format_list()}",
         formatter_class=fmt_class,
     )
-    convert.add_argument("input", metavar="INPUT", help="a pprof or .cpuprofile file")
+    convert.add_argument("input", metavar="INPUT", help="a pprof, .cpuprofile or .heapprofile file")
     convert.add_argument(
         "-o", "--output", metavar="FILE", required=True, help="where to write; format from suffix"
     )
@@ -152,16 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=formats.READABLE,
         help="input format (by default told from the file's contents)",
     )
+    convert.add_argument("--view", choices=VIEWS, help=_VIEW_HELP)
 
     top = sub.add_parser(
         "top",
         help="print the hottest functions of a profile file",
         description="Print a table of the hottest functions (self and total share) "
-        "of a pprof or .cpuprofile file.",
+        "of a pprof or .cpuprofile file; for a heap profile (pprof heap, .heapprofile), "
+        "the functions holding or having allocated the most bytes.",
         epilog="example:\n  pysampler top out.cpuprofile -n 20",
         formatter_class=fmt_class,
     )
-    top.add_argument("input", metavar="INPUT", help="a pprof or .cpuprofile file")
+    top.add_argument("input", metavar="INPUT", help="a pprof, .cpuprofile or .heapprofile file")
     top.add_argument(
         "-n", "--limit", type=int, default=20, help="rows to show (default 20)", dest="limit"
     )
@@ -170,7 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=formats.READABLE,
         help="input format (by default told from the file's contents)",
     )
+    top.add_argument("--view", choices=VIEWS, help=_VIEW_HELP)
     return parser
+
+
+_VIEW_HELP = (
+    "heap profiles: memory in use, or all allocated since the start "
+    "(default: the file's own, in use for .heapprofile)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,16 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- convert / top ---------------------------------------------------------
 
 
-def _load(path: str, input_format: str | None) -> Profile:
+def _load(path: str, input_format: str | None, view: str | None = None) -> Profile | HeapProfile:
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return formats.read(data, input_format)
+        profile = formats.read(data, input_format)
     except ValueError as exc:
         raise CommandError(f"cannot read {path}: {exc}") from None
+    if view is not None:
+        if not isinstance(profile, HeapProfile):
+            raise CommandError(f"--view applies to heap profiles; {path} is a CPU profile")
+        profile = profile.with_view(view)
+    return profile
 
 
 def _output_format(path: str, name: str | None) -> formats.Format:
@@ -213,9 +230,12 @@ def _output_format(path: str, name: str | None) -> formats.Format:
         raise CommandError(str(exc)) from None
 
 
-def _write(profile: Profile, path: str, fmt: formats.Format) -> None:
+def _write(profile: Profile | HeapProfile, path: str, fmt: formats.Format) -> None:
     try:
-        data = fmt.write(profile)
+        data = fmt.write(profile) if isinstance(profile, Profile) else profile.to_bytes(fmt.name)
+    except ValueError as exc:  # a format that writes no heap profiles
+        raise CommandError(f"cannot write {path}: {exc}") from None
+    try:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as exc:
@@ -224,13 +244,13 @@ def _write(profile: Profile, path: str, fmt: formats.Format) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     fmt = _output_format(args.output, args.format)
-    profile = _load(args.input, args.input_format)
+    profile = _load(args.input, args.input_format, args.view)
     _write(profile, args.output, fmt)
     return 0
 
 
 def _top(args: argparse.Namespace) -> int:
-    profile = _load(args.input, args.input_format)
+    profile = _load(args.input, args.input_format, args.view)
     print(profile.top(args.limit))
     return 0
 

@@ -221,10 +221,11 @@ class HeapProfile:
         m = self.metadata
         total = float(self.values.sum())
         what = "in use" if self.view == "inuse" else "allocated"
+        # a profile read from a file without a sampling rate has sample_bytes 1
+        rate = f", one per {_bytes(m.sample_bytes)} on average" if m.sample_bytes > 1 else ""
         head = (
             f"pysampler heap profile ({self.view}): {_bytes(total)} {what} "
-            f"({int(self.counts.sum())} samples, one per {_bytes(m.sample_bytes)} on average) "
-            f"over {m.duration:.2f} s"
+            f"({int(self.counts.sum())} samples{rate}) over {m.duration:.2f} s"
         )
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"

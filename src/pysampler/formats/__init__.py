@@ -7,11 +7,13 @@ pay for formats nobody asked for.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pysampler.heap_profile import HeapProfile
     from pysampler.profile import Profile
 
 
@@ -35,12 +37,13 @@ class Format:
         """Whether pysampler can also read this format (see :func:`read`)."""
         return self.name in READABLE
 
-    def read(self, data: bytes) -> Profile:
-        """Parse ``data`` written in this format; ValueError if it cannot be."""
+    def read(self, data: bytes) -> Profile | HeapProfile:
+        """Parse ``data`` written in this format; ValueError if it cannot be.
+        Heap profiles (pprof heap, ``.heapprofile``) come back as HeapProfile."""
         if not self.readable:
             raise ValueError(f"pysampler cannot read {self.name} files")
         mod = importlib.import_module(self.module)
-        reader: Callable[[bytes], Profile] = mod.read
+        reader: Callable[[bytes], Profile | HeapProfile] = mod.read
         return reader(data)
 
 
@@ -95,6 +98,11 @@ FORMATS.update(
 
 #: formats whose module also has ``read(data: bytes) -> Profile``
 READABLE: tuple[str, ...] = ("pprof", "cpuprofile")
+#: ... and those whose ``read`` returns a HeapProfile
+READABLE += ("heapprofile",)
+#: a key only a sampling heap profile's nodes have (``.cpuprofile`` nodes
+#: have ``hitCount`` instead)
+_HEAP_NODE_KEY = re.compile(rb'"selfSize"\s*:')
 
 
 def names() -> list[str]:
@@ -129,7 +137,8 @@ def for_path(path: str) -> Format:
 
 
 def sniff(data: bytes) -> Format:
-    """The readable format ``data`` looks like, from its first bytes.
+    """The readable format ``data`` looks like, from its first bytes (and,
+    for JSON, whether its nodes have the ``selfSize`` of a heap profile).
 
     Raises:
         ValueError: the data is in no format pysampler reads.
@@ -137,19 +146,25 @@ def sniff(data: bytes) -> Format:
     head = data[:64].lstrip()
     if data[:2] == b"\x1f\x8b":
         return FORMATS["pprof"]  # gzip: pprof is the only gzip format we read
+    if head.startswith(b"{") and _HEAP_NODE_KEY.search(data):
+        return FORMATS["heapprofile"]
     if head.startswith(b"{"):
         return FORMATS["cpuprofile"]
     if data[:1] in (b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x32"):
         return FORMATS["pprof"]  # uncompressed profile.proto starts with a field key
-    raise ValueError("not a profile pysampler can read (expected pprof or a Chrome .cpuprofile)")
+    raise ValueError(
+        "not a profile pysampler can read (expected pprof, a Chrome .cpuprofile or .heapprofile)"
+    )
 
 
-def read(data: bytes, format: str | None = None) -> Profile:
-    """Parse a profile file's contents into a Profile.
+def read(data: bytes, format: str | None = None) -> Profile | HeapProfile:
+    """Parse a profile file's contents into a Profile, or a HeapProfile for
+    heap profiles (pprof heap, ``.heapprofile``).
 
     Args:
         data: the file's bytes.
-        format: ``"pprof"`` or ``"cpuprofile"``; by default told from the data.
+        format: ``"pprof"``, ``"cpuprofile"`` or ``"heapprofile"``; by
+            default told from the data.
 
     Raises:
         ValueError: unknown format, or data that is not a valid profile.

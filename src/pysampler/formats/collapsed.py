@@ -4,7 +4,8 @@ inferno and most flame-graph tools read it.
 One line per distinct (thread, stack), the thread as the root frame. The
 count is the profile's value in the unit most readers expect as a count:
 milliseconds for CPU and wall time (rounded; a stack under half a
-millisecond still counts as 1 so that it is not lost).
+millisecond still counts as 1 so that it is not lost). Heap profiles
+(:func:`write_heap`) count bytes of the profile's view, with no thread root.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pysampler.heap_profile import HeapProfile
     from pysampler.profile import Frame, Profile
 
 
@@ -33,4 +35,16 @@ def write(profile: Profile) -> bytes:
         ms = max(1, round(value / 1e6)) if value > 0 else 0
         if ms:
             out.append(f"{';'.join(names)} {ms}\n")
+    return "".join(out).encode("utf-8")
+
+
+def write_heap(profile: HeapProfile) -> bytes:
+    """Serialise a heap profile's view (in use or allocated) as collapsed
+    stacks, one line per allocating stack, counting estimated bytes."""
+    out = []
+    for frames, _count, value in profile.stacks():
+        size = round(value)
+        if size > 0:
+            names = ";".join(frame_label(profile.frames[f]) for f in frames)
+            out.append(f"{names or '(unknown)'} {size}\n")
     return "".join(out).encode("utf-8")

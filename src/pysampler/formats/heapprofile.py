@@ -16,6 +16,9 @@ Layout of what we write::
     (block size times its unsampling weight), as V8 reports them, so the
     samples of a node add up to its ``selfSize``;
   - ``ordinal`` numbers the samples (DevTools filters by ordinal ranges).
+
+:func:`read` parses such a file (ours or one saved from Chrome DevTools)
+back into a HeapProfile.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pysampler.heap_profile import HeapMetadata, HeapProfile
+from pysampler.profile import Frame
+
 if TYPE_CHECKING:
-    from pysampler.heap_profile import HeapProfile
     from pysampler.profile import Profile
 
 
@@ -103,3 +108,73 @@ def write_heap(profile: HeapProfile) -> bytes:
             ordinal += 1
             samples.append({"size": size, "nodeId": node_id, "ordinal": ordinal})
     return json.dumps({"head": head, "samples": samples}, separators=(",", ":")).encode("utf-8")
+
+
+def read(data: bytes) -> HeapProfile:
+    """Parse a ``.heapprofile`` (SamplingHeapProfile JSON) into a HeapProfile.
+
+    The file holds one view and no sampling rate, and its numbers are
+    already estimates, so the profile read has ``sample_bytes`` 1 (no
+    further unsampling), view ``"inuse"`` and the same counts for allocated
+    and in use. A node whose samples add up to its ``selfSize`` (ours) gets
+    one row per sample size, counting its samples; otherwise (V8 lists the
+    sampled block sizes, not what they stand for) one row of ``selfSize``
+    bytes: bytes are exact, the count of blocks is not known.
+
+    Raises:
+        ValueError: the data is not a sampling heap profile.
+    """
+    try:
+        doc = json.loads(data)
+        head = doc["head"]
+        samples = doc.get("samples", [])
+        if not isinstance(head, dict) or not isinstance(samples, list):
+            raise TypeError("head must be an object and samples a list")
+        frames: dict[Frame, int] = {}
+        nodes: list[tuple[int, int]] = []  # (parent node, frame id) per stack node
+        node_of_id: dict[int, int] = {}
+        self_size: dict[int, int] = {}
+        # (tree node, its stack node or -1 for the root), walked without recursion
+        todo: list[tuple[dict[str, Any], int]] = [(c, -1) for c in reversed(head["children"])]
+        while todo:
+            node, parent = todo.pop()
+            cf = node["callFrame"]
+            line0 = int(cf.get("lineNumber", -1))
+            url = str(cf.get("url", ""))
+            frame = Frame(str(cf.get("functionName", "")) or "(anonymous)", url, line0 + 1, 0)
+            fid = frames.setdefault(frame, len(frames))
+            here = len(nodes)
+            nodes.append((parent, fid))
+            node_of_id[int(node["id"])] = here
+            self_size[here] = int(node.get("selfSize", 0))
+            # reversed, so that children are numbered in the file's order
+            todo.extend((child, here) for child in reversed(node.get("children", ())))
+        per_node: dict[int, dict[int, int]] = {}
+        for s in samples:
+            where = node_of_id.get(int(s["nodeId"]))
+            if where is None:
+                continue  # the root's own samples, or a node not in the tree
+            sizes = per_node.setdefault(where, {})
+            sizes[int(s["size"])] = sizes.get(int(s["size"]), 0) + 1
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a valid .heapprofile ({exc!r})") from None
+
+    rows: list[tuple[int, int, int]] = []  # (stack node, size, count)
+    for where, total in self_size.items():
+        sizes = per_node.get(where, {})
+        if sizes and sum(size * n for size, n in sizes.items()) == total:
+            rows += [(where, size, n) for size, n in sorted(sizes.items())]
+        elif total > 0:
+            rows.append((where, total, 1))
+    counts = [r[2] for r in rows]
+    return HeapProfile(
+        frames=list(frames),
+        stack_parent=[p for p, _ in nodes],
+        stack_frame=[f for _, f in nodes],
+        stack=[r[0] for r in rows],
+        size=[r[1] for r in rows],
+        alloc_count=counts,
+        inuse_count=counts,
+        metadata=HeapMetadata(sample_bytes=1, start_time=0.0, duration=0.0),
+        view="inuse",
+    )

@@ -7,6 +7,11 @@ level is the threads, each node carrying its total value and sample count.
 The page draws it as boxes (HTML elements, so they can be searched,
 hovered and tested), lets the reader pick a thread or all of them, zoom by
 clicking and highlight functions matching a search.
+
+Heap profiles (:func:`write_heap`) use the same page: the tree has no
+thread level, and each node carries its in-use and allocated bytes and
+objects, so the page can switch between the four views (boxes are sized by
+the view shown, bytes by default).
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
+    from pysampler.heap_profile import HeapProfile
     from pysampler.profile import Profile
 
 _DATA_MARK = "/*PYSAMPLER_DATA*/null"
@@ -97,12 +105,112 @@ def _iso(unix: float) -> str:
 
 def write(profile: Profile) -> bytes:
     """Serialise ``profile`` as a self-contained HTML flame graph page."""
+    mode = "CPU" if profile.metadata.mode == "cpu" else "wall"
+    return _page(tree_data(profile), f"pysampler {mode} flame graph")
+
+
+def _page(tree: dict[str, Any], title: str) -> bytes:
     page = resources.files("pysampler.formats").joinpath("flamegraph.html").read_text("utf-8")
-    data = json.dumps(tree_data(profile), separators=(",", ":"))
+    data = json.dumps(tree, separators=(",", ":"))
     # inside <script>, "</script" or "<!--" in a function name would end or
     # confuse the element; JSON lets "<" be written as an escape instead
     data = data.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    mode = "CPU" if profile.metadata.mode == "cpu" else "wall"
-    title = html.escape(f"pysampler {mode} flame graph")
-    page = page.replace(_TITLE_MARK, title).replace(_DATA_MARK, data)
+    page = page.replace(_TITLE_MARK, html.escape(title)).replace(_DATA_MARK, data)
     return page.encode("utf-8")
+
+
+#: the four views of a heap profile: (key in the page, what is counted)
+HEAP_VIEWS = ("inuse_space", "inuse_objects", "alloc_space", "alloc_objects")
+
+
+def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
+    """The call tree of a heap profile, as JSON-ready data for the page.
+
+    Node 0 is the root; further nodes are calls, ``fn`` indexing
+    ``functions`` (there is no thread level). ``views`` holds, per view
+    (``inuse_space``, ``inuse_objects``, ``alloc_space``,
+    ``alloc_objects``), each node's total estimate (rounded) and sample
+    count; ``value`` and ``samples`` are those of the profile's own view in
+    bytes (``view``), and children are listed heaviest first in it.
+    """
+    functions: dict[tuple[str, str, int], int] = {}
+    fn_of_frame = [functions.setdefault(f.function_key, len(functions)) for f in profile.frames]
+    parent = [-1]
+    fn = [-1]
+    children: dict[tuple[int, int], int] = {}
+    tree_of_stack: dict[int, int] = {}
+
+    def tree_node(stack_node: int) -> int:
+        found = tree_of_stack.get(stack_node)
+        if found is None:
+            found = 0
+            for fid in profile.stack_of(stack_node):
+                key = (found, fn_of_frame[fid])
+                node = children.get(key)
+                if node is None:
+                    node = children[key] = len(parent)
+                    parent.append(found)
+                    fn.append(key[1])
+                found = node
+            tree_of_stack[stack_node] = found
+        return found
+
+    leaf = np.array([tree_node(int(s)) for s in profile.stack.tolist()], dtype=np.int64)
+    n = len(parent)
+    # each node's own share, then added up the tree (a parent's id is smaller)
+    columns = {
+        "inuse_space": (profile.inuse_space, profile.inuse_count),
+        "inuse_objects": (profile.inuse_objects, profile.inuse_count),
+        "alloc_space": (profile.alloc_space, profile.alloc_count),
+        "alloc_objects": (profile.alloc_objects, profile.alloc_count),
+    }
+    totals: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+    for name, (values, counts) in columns.items():
+        val = np.bincount(leaf, weights=values, minlength=n) if len(leaf) else np.zeros(n)
+        cnt = np.bincount(leaf, weights=counts, minlength=n) if len(leaf) else np.zeros(n)
+        for node in range(n - 1, 0, -1):
+            val[parent[node]] += val[node]
+            cnt[parent[node]] += cnt[node]
+        totals[name] = (val, cnt)
+
+    view = "inuse_space" if profile.view == "inuse" else "alloc_space"
+    # renumber so that children come heaviest first and parents first
+    kids: dict[int, list[int]] = {}
+    for node in range(1, n):
+        kids.setdefault(parent[node], []).append(node)
+    order = [0]
+    main = totals[view][0]
+    for node in order:  # grows while iterating: a breadth-first walk
+        order.extend(sorted(kids.get(node, ()), key=lambda c: -main[c]))
+    new = {old: i for i, old in enumerate(order)}
+    views = {
+        name: {
+            "value": np.rint(val[order]).astype(np.int64).tolist(),
+            "samples": np.rint(cnt[order]).astype(np.int64).tolist(),
+        }
+        for name, (val, cnt) in totals.items()
+    }
+    meta = profile.metadata
+    return {
+        "kind": "heap",
+        "view": view,
+        "sampleBytes": meta.sample_bytes,
+        "duration": round(meta.duration, 3),
+        "start": _iso(meta.start_time),
+        "pid": meta.pid,
+        "python": meta.python_version,
+        "dropped": meta.dropped_samples,
+        "threads": [],
+        "functions": [list(k) for k in functions],
+        "parent": [new[parent[o]] if o else -1 for o in order],
+        "fn": [fn[o] for o in order],
+        "value": views[view]["value"],
+        "samples": views[view]["samples"],
+        "views": views,
+    }
+
+
+def write_heap(profile: HeapProfile) -> bytes:
+    """Serialise a heap profile as a self-contained HTML flame graph page
+    (boxes sized by bytes of the profile's view; the page switches views)."""
+    return _page(heap_tree_data(profile), "pysampler heap flame graph")

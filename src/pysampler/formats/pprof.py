@@ -245,6 +245,35 @@ class _Decoded:
         return self.strings[index] if 0 <= index < len(self.strings) else ""
 
 
+class _Symbols:
+    """Frames of a decoded profile's locations, made once per location."""
+
+    def __init__(self, d: _Decoded) -> None:
+        self.d = d
+        self.frames: dict[Frame, int] = {}
+        self.loc_frames: dict[int, list[int]] = {}  # location id -> frame ids, caller first
+
+    def location(self, loc_id: int) -> list[int]:
+        """Frame ids of a location, caller first (inlined calls are frames too)."""
+        known = self.loc_frames.get(loc_id)
+        if known is not None:
+            return known
+        d, frames = self.d, self.frames
+        mapping, address, lines = d.locations.get(loc_id, (0, 0, []))
+        out: list[int] = []
+        for fn_id, line in reversed(lines):  # lines[0] is the innermost (inlined) one
+            name, filename, start = d.functions.get(fn_id, (0, 0, 0))
+            label = d.string(name) or f"0x{address:x}"
+            frame = Frame(label, d.string(filename), max(0, start), max(0, line))
+            out.append(frames.setdefault(frame, len(frames)))
+        if not out:
+            label = f"0x{address:x}" if address else f"location {loc_id}"
+            frame = Frame(label, d.string(d.mappings.get(mapping, 0)), 0, 0)
+            out.append(frames.setdefault(frame, len(frames)))
+        self.loc_frames[loc_id] = out
+        return out
+
+
 def _value_type(data: bytes) -> tuple[int, int]:
     vt = {1: 0, 2: 0}
     for f, _w, v in fields(data):
@@ -279,8 +308,10 @@ def _choose_value(d: _Decoded) -> tuple[int, int | None, str]:
     return choice, count, mode
 
 
-def read(data: bytes) -> Profile:
-    """Parse pprof (gzip-compressed or plain profile.proto) into a Profile.
+def read(data: bytes) -> Profile | HeapProfile:
+    """Parse pprof (gzip-compressed or plain profile.proto) into a Profile,
+    or into a HeapProfile when it is a heap profile (sample types in bytes
+    and none in time units; see pprof_heap.read_heap).
 
     Our own files come back as written. From other tools: the sample type
     used is the file's default one if it is measured in time, else ``cpu``,
@@ -301,32 +332,19 @@ def read(data: bytes) -> Profile:
         d = _Decoded(raw)
     except (OSError, EOFError, zlib.error, ValueError, IndexError) as exc:
         raise ValueError(f"not a valid pprof profile ({exc})") from None
+    from pysampler.formats import pprof_heap
+
+    if pprof_heap.is_heap(d):
+        return pprof_heap.read_heap(d)
     index, count_index, mode = _choose_value(d)
     unit = d.string(d.types[index][1])
     period_unit = _TIME_UNITS.get(d.string(d.period_type[1]), 0)
     period_ns = d.period * period_unit if d.period > 0 and period_unit else 0
     scale = _TIME_UNITS.get(unit, period_ns or _DEFAULT_PERIOD_NS)
 
-    frames: dict[Frame, int] = {}
-    loc_frames: dict[int, list[int]] = {}  # location id -> frame ids, caller first
-
-    def location(loc_id: int) -> list[int]:
-        known = loc_frames.get(loc_id)
-        if known is not None:
-            return known
-        mapping, address, lines = d.locations.get(loc_id, (0, 0, []))
-        out: list[int] = []
-        for fn_id, line in reversed(lines):  # lines[0] is the innermost (inlined) one
-            name, filename, start = d.functions.get(fn_id, (0, 0, 0))
-            label = d.string(name) or f"0x{address:x}"
-            frame = Frame(label, d.string(filename), max(0, start), max(0, line))
-            out.append(frames.setdefault(frame, len(frames)))
-        if not out:
-            label = f"0x{address:x}" if address else f"location {loc_id}"
-            frame = Frame(label, d.string(d.mappings.get(mapping, 0)), 0, 0)
-            out.append(frames.setdefault(frame, len(frames)))
-        loc_frames[loc_id] = out
-        return out
+    symbols = _Symbols(d)
+    frames = symbols.frames
+    location = symbols.location
 
     thread_id_key = d.strings.index("thread_id") if "thread_id" in d.strings else -1
     thread_name_key = d.strings.index("thread_name") if "thread_name" in d.strings else -1
