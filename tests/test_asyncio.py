@@ -25,7 +25,7 @@ import pysampler
 from pysampler import Profile, _asyncio, _sampler
 
 pytestmark = pytest.mark.skipif(
-    not _asyncio.supported(), reason="asyncio task sampling needs Python 3.9-3.13"
+    not _asyncio.supported(), reason="asyncio task sampling needs Python 3.9-3.14"
 )
 
 TASKS_THREAD = _sampler.TASKS_THREAD_NAME
