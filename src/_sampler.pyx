@@ -75,6 +75,7 @@ cdef extern from "_sampler/core.h" nogil:
     ps_tasks ps_T
     int PS_FRAME_TASK, PS_FRAME_AWAIT
     int ps_tasks_prepare(object config) with gil
+    Py_ssize_t ps_tasks_probe(object probe) with gil
 
 
 class AlreadyRunning(RuntimeError):
@@ -89,6 +90,18 @@ MODES = {"cpu": 0, "wall": 1}
 
 #: name of the pseudo-thread whose rows are asyncio task stacks
 TASKS_THREAD_NAME = "asyncio tasks"
+
+
+def asyncio_task_node_offset(object probe):
+    """Where a C task's list node sits, or None (3.14's task lists).
+
+    ``probe`` is an ``_asyncio.Task`` the caller has just created on this
+    thread. On 3.14 its node must be the tail of this thread's task list at
+    ``Task.__basicsize__ - sizeof(node)``; anything else (another version, a
+    layout these headers do not describe) gives None.
+    """
+    cdef Py_ssize_t off = ps_tasks_probe(probe)
+    return None if off < 0 else off
 
 
 def start(double hz, str mode, int max_depth, Py_ssize_t max_samples,

@@ -25,7 +25,7 @@ import pysampler
 from pysampler import Profile, _asyncio, _sampler
 
 pytestmark = pytest.mark.skipif(
-    not _asyncio.supported(), reason="asyncio task sampling needs Python 3.9-3.13"
+    not _asyncio.supported(), reason="asyncio task sampling needs Python 3.9-3.14"
 )
 
 TASKS_THREAD = _sampler.TASKS_THREAD_NAME
@@ -335,3 +335,160 @@ def test_asyncio_option_is_validated() -> None:
     with pytest.raises(ValueError, match="max_tasks"):
         pysampler.start(mode="wall", asyncio=True, max_tasks=0)
     assert not pysampler.is_running()
+
+
+# -- loops in other threads, exited threads, deallocation ---------------
+def names_and_stacks(profile: Profile) -> dict[str, list[str]]:
+    """task name -> one of its recorded stacks (function names, root first)."""
+    out = {}
+    for names, _count, _value in task_stacks(profile):
+        # local coroutines are named by qualified name: keep the last part
+        out[names[0].removeprefix("Task: ")] = [names[0]] + [n.split(".")[-1] for n in names[1:]]
+    return out
+
+
+def test_tasks_of_a_loop_in_another_thread_are_sampled() -> None:
+    import threading
+    import time
+
+    started = threading.Event()
+
+    async def parked() -> None:
+        await asyncio.sleep(0.6)
+
+    async def thread_main() -> None:
+        tasks = [asyncio.create_task(parked(), name=f"th-{i}") for i in range(5)]
+        await asyncio.sleep(0)
+        started.set()
+        await asyncio.gather(*tasks)
+
+    worker = threading.Thread(target=asyncio.run, args=(thread_main(),))
+    worker.start()
+    assert started.wait(10)
+    pysampler.start(hz=200, mode="wall", asyncio=True)
+    time.sleep(0.3)  # the main thread runs no loop at all
+    profile = pysampler.stop()
+    worker.join()
+    stacks = names_and_stacks(profile)
+    for i in range(5):
+        assert stacks[f"th-{i}"][1:] == ["parked", "sleep", "(awaiting Future)"], stacks
+    # the thread's main task awaits the gather, not a plain future
+    main_rows = [s for n, s in stacks.items() if "thread_main" in s]
+    assert main_rows and main_rows[0][-1] == "(awaiting _GatheringFuture)", stacks
+
+
+def test_tasks_left_behind_by_an_exited_thread_are_sampled() -> None:
+    # 3.14 moves a finished thread's pending tasks to the interpreter's list
+    import threading
+    import time
+
+    kept: list[asyncio.Task[None]] = []
+
+    async def stuck(fut: asyncio.Future[None]) -> None:
+        await fut
+
+    async def thread_main() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        kept.extend(asyncio.create_task(stuck(fut), name=f"left-{i}") for i in range(3))
+        await asyncio.sleep(0.01)
+
+    def run_and_leave() -> None:
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(thread_main())
+        loop.close()  # the tasks stay pending; the loop goes, and the thread
+
+    worker = threading.Thread(target=run_and_leave)
+    worker.start()
+    worker.join()
+    try:
+        pysampler.start(hz=200, mode="wall", asyncio=True)
+        time.sleep(0.2)
+        profile = pysampler.stop()
+    finally:
+        for task in kept:
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            task.get_coro().close()  # type: ignore[union-attr]
+        kept.clear()
+    stacks = names_and_stacks(profile)
+    for i in range(3):
+        assert stacks[f"left-{i}"][1:] == ["stuck", "(awaiting Future)"], stacks
+
+
+DEALLOC_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, json, time
+    import pysampler
+
+    gc.disable()  # plain reference counting frees the tasks below
+
+    class Slow:
+        def __del__(self):
+            # Python code while the task that owned us is being deallocated:
+            # sampling events run here, with the task still in asyncio's
+            # registry and its refcount already 0
+            end = time.perf_counter() + 0.004
+            while time.perf_counter() < end:
+                pass
+
+    class Heavy(asyncio.Task):
+        pass
+
+    async def stuck(fut):
+        await fut
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro, **kw: Heavy(coro, loop=lp, **kw))
+        pysampler.start(hz=1000, mode="wall", asyncio=True)
+        for _ in range(4):
+            fut = loop.create_future()
+            tasks = [asyncio.create_task(stuck(fut)) for _ in range(25)]
+            await asyncio.sleep(0.01)  # each now waits on fut: a reference cycle
+            for t in tasks:
+                t.slow = Slow()
+                t._log_destroy_pending = False
+            # break the task -> coroutine -> future -> callback -> task cycle,
+            # so that dropping the list frees the pending tasks at once
+            for cb, _ctx in list(fut._callbacks):
+                fut.remove_done_callback(cb)
+            for t in tasks:  # 3.14 also records who awaits a future
+                getattr(asyncio, "future_discard_from_awaited_by", lambda f, w: None)(fut, t)
+            del t, tasks, fut  # each dealloc runs Slow.__del__
+        p = pysampler.stop()
+        in_del = sum(c for _t, fr, c, _v in p.stacks()
+                     if any(p.frames[f].function.endswith("__del__") for f in fr))
+        print(json.dumps({"in_del": in_del, "tasks": p.metadata.task_samples}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_tasks_being_deallocated_while_sampled_do_not_crash() -> None:
+    from helpers import run_python
+
+    proc = run_python(DEALLOC_SCRIPT)
+    out = json.loads(proc.stdout)
+    # sampling events did happen inside the deallocations
+    assert out["in_del"] > 0 and out["tasks"] > 0, out
+
+
+def test_checking_the_task_layout_uses_no_task_number() -> None:
+    from helpers import run_python
+
+    proc = run_python(
+        """
+        import asyncio
+        import pysampler
+        from pysampler import _asyncio
+        assert _asyncio.supported()
+        pysampler.start(mode="wall", asyncio=True)
+        pysampler.stop()
+
+        async def main():
+            return asyncio.current_task().get_name(), len(asyncio.all_tasks())
+
+        print(*asyncio.run(main()))
+        """
+    )
+    assert proc.stdout.split() == ["Task-1", "1"]

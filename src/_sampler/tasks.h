@@ -47,13 +47,58 @@
  * Zero cost when off: core.h calls ps_sample_tasks only when `on` is set
  * (one flag test per sampling event); nothing else exists.
  *
- * Python 3.14 keeps native tasks in per-thread C lists, out of reach of a
- * public read; start() refuses asyncio=True there (see docs/asyncio.md).
+ * Python 3.14 keeps native tasks (`_asyncio.Task` and its subclasses) in
+ * per-thread circular lists instead: `_PyThreadStateImpl.asyncio_tasks_head`,
+ * plus `PyInterpreterState.asyncio_tasks_head` for tasks whose thread has
+ * exited, each entry a `struct llist_node` embedded in the task. The running
+ * task is `_PyThreadStateImpl.asyncio_running_task`. Those lists are what
+ * `asyncio.all_tasks()` and the interpreter's out-of-process debug offsets
+ * (`_AsyncioDebug`) read. PS_TASKS_LLIST below walks them, GIL held:
+ *   - every change to a list (register_task at Task.__init__,
+ *     unregister_task when the task finishes or is deallocated, the move to
+ *     the interpreter's list when a thread state is cleared) is made by a
+ *     thread holding the GIL, in plain C that never releases it mid-change,
+ *     so under the GIL each list is whole; the walk itself runs no code
+ *     that could release the GIL or change a list;
+ *   - an entry may be a task whose refcount already fell to 0: a Task
+ *     subclass's dealloc clears its __dict__ (running arbitrary __del__s,
+ *     so a sampling event can run) before the base dealloc unlinks it. Its
+ *     memory is still valid; like CPython's own all_tasks (_Py_TryIncref),
+ *     entries with refcount 0 are skipped, others are increfed while read;
+ *   - the node's offset inside the task (the task's C struct is private to
+ *     _asynciomodule.c) is `Task.__basicsize__ - sizeof(struct llist_node)`
+ *     on GIL builds (the node is the struct's last member) and is checked
+ *     once at start() against a real probe task: ps_tasks_probe() must find
+ *     exactly that node at the tail of the calling thread's list, which
+ *     also checks the thread-state offset our headers give. If either
+ *     differs, start() refuses asyncio=True rather than guess.
+ * Tasks of other classes (pure-Python tasks) stay in `_scheduled_tasks`,
+ * read as before. Free-threaded builds are not supported at all.
  */
 #ifndef PYSAMPLER_TASKS_H
 #define PYSAMPLER_TASKS_H
 
 #include <Python.h>
+
+#if PY_VERSION_HEX >= 0x030E0000
+#  ifndef Py_BUILD_CORE
+#    define Py_BUILD_CORE 1
+#    define PYSAMPLER_LLIST_BUILD_CORE 1
+#  endif
+/* 3.14+: coroutine frame states (FRAME_CREATED, FRAME_STATE_FINISHED) */
+#  include "internal/pycore_frame.h"
+#  if PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
+/* 3.14: native tasks live in per-thread linked lists (see above) */
+#    define PS_TASKS_LLIST 1
+#    include "internal/pycore_llist.h"
+#    include "internal/pycore_tstate.h"
+#    include "internal/pycore_interp_structs.h"
+#  endif
+#  ifdef PYSAMPLER_LLIST_BUILD_CORE
+#    undef Py_BUILD_CORE
+#    undef PYSAMPLER_LLIST_BUILD_CORE
+#  endif
+#endif
 
 #if PY_VERSION_HEX >= 0x030D0000
 /* 3.13: _PySet_NextEntry moved to the internal C API (still exported) */
@@ -90,6 +135,8 @@ typedef struct {
     uint32_t thread_index;          /* row of the "asyncio tasks" pseudo-thread */
     int next_registry;              /* where the previous event stopped */
     Py_ssize_t next_pos;
+    Py_ssize_t node_off;            /* 3.14: list node's offset in a task, 0 = no lists */
+    Py_ssize_t next_ordinal;        /* 3.14: list entry the next event starts at */
     uint64_t task_samples;          /* task samples recorded */
     uint64_t dropped;               /* registry entries not visited (cap) */
 } ps_tasks;
@@ -107,10 +154,18 @@ static int ps_gen_position(PyObject *gen, PyCodeObject **code, int *offset)
     /* 3.11-3.13: the frame is embedded in the generator (gi_iframe); its
      * state says whether it has started, is suspended or is done */
     PyGenObject *g = (PyGenObject *)gen;
+#  if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+: gi_iframe is the frame struct itself, not a storage array */
+    ps_frame *f = (ps_frame *)&g->gi_iframe;
+    if (FRAME_STATE_FINISHED(g->gi_frame_state)) {
+        return 0;
+    }
+#  else
     ps_frame *f = (ps_frame *)g->gi_iframe;
     if (g->gi_frame_state >= FRAME_COMPLETED) {
         return 0;
     }
+#  endif
     *code = ps_frame_code(f);
     if (*code == NULL) {
         return 0;
@@ -303,12 +358,122 @@ static int ps_sample_task(ps_sampler *s, ps_tasks *T, PyObject *task, int64_t no
     return 1;
 }
 
+#ifdef PS_TASKS_LLIST
+/* ------------------------------------------------------------------ */
+/* 3.14: the per-thread task lists                                    */
+/* ------------------------------------------------------------------ */
+/* Visit, in one fixed order (each thread's list, then the interpreter's
+ * list of tasks left by exited threads), the entries whose ordinal is in
+ * [lo, hi), recording waiting tasks while *recorded < max_tasks. The first
+ * entry skipped for the cap goes to *stopped (if still -1). Returns the
+ * number of entries in all lists; *visited counts those looked at. */
+static Py_ssize_t ps_llist_pass(ps_sampler *s, ps_tasks *T, Py_ssize_t lo, Py_ssize_t hi,
+                                uint32_t *recorded, Py_ssize_t *stopped, Py_ssize_t *visited,
+                                PyObject **running, int n_running, int64_t now, int64_t wall)
+{
+    PyThreadState *t = PyInterpreterState_ThreadHead(s->interp);
+    int interp_done = 0;
+    Py_ssize_t ord = 0;
+    for (;;) {
+        struct llist_node *head, *node;
+        if (t != NULL) {
+            head = &((_PyThreadStateImpl *)t)->asyncio_tasks_head;
+            t = PyThreadState_Next(t);
+        } else if (!interp_done) {
+            head = &((PyInterpreterState *)s->interp)->asyncio_tasks_head;
+            interp_done = 1;
+        } else {
+            break;
+        }
+        if (head->next == NULL) {
+            continue;  /* a thread state still being set up */
+        }
+        for (node = head->next; node != head; node = node->next, ord++) {
+            PyObject *task;
+            int j, is_running = 0;
+            if (ord < lo || ord >= hi || *stopped >= 0) {
+                continue;
+            }
+            if (*recorded >= T->max_tasks) {
+                *stopped = ord;  /* the next event starts here */
+                continue;
+            }
+            (*visited)++;
+            task = (PyObject *)((char *)node - T->node_off);
+            /* refcount 0: a subclass instance being deallocated, not yet
+             * unlinked by the base dealloc; never touch it */
+            if (Py_REFCNT(task) <= 0 || !PyObject_TypeCheck(task, T->c_task)) {
+                continue;
+            }
+            for (j = 0; j < n_running; j++) {
+                is_running |= running[j] == task;
+            }
+            if (is_running) {
+                continue;
+            }
+            /* our reference cannot be the last: nothing below runs code
+             * that could drop another one */
+            Py_INCREF(task);
+            *recorded += (uint32_t)ps_sample_task(s, T, task, now, wall);
+            Py_DECREF(task);
+        }
+    }
+    return ord;
+}
+
+/* All list entries, resuming at the ordinal where the previous event hit
+ * the cap (a node pointer could be freed by then; an ordinal cannot be
+ * stale, only shifted by tasks that came and went). */
+static void ps_sample_llists(ps_sampler *s, ps_tasks *T, int skip, uint32_t *recorded,
+                             PyObject **running, int n_running, int64_t now, int64_t wall)
+{
+    Py_ssize_t total, stopped = -1, visited = 0, lo = T->next_ordinal;
+    if (skip) {
+        total = ps_llist_pass(s, T, 0, 0, recorded, &stopped, &visited, running, n_running, now, wall);
+        T->dropped += (uint64_t)total;
+        return;
+    }
+    total = ps_llist_pass(s, T, lo, PY_SSIZE_T_MAX, recorded, &stopped, &visited, running,
+                          n_running, now, wall);
+    if (lo > 0 && stopped < 0) {
+        /* wrap round to the entries before where this event began */
+        ps_llist_pass(s, T, 0, lo, recorded, &stopped, &visited, running, n_running, now, wall);
+    }
+    T->next_ordinal = stopped >= 0 ? stopped : 0;
+    if (visited < total) {
+        T->dropped += (uint64_t)(total - visited);
+    }
+}
+
+/* GIL held, at start(): is `probe`, a task just created on this thread, the
+ * tail of this thread's list at Task.__basicsize__ - sizeof(node)? Returns
+ * that offset, or -1 (the layout is not the one these headers describe).
+ * Only pointers are compared; nothing read is dereferenced. */
+static Py_ssize_t ps_tasks_probe(PyObject *probe)
+{
+    _PyThreadStateImpl *ts = (_PyThreadStateImpl *)PyThreadState_Get();
+    struct llist_node *head = &ts->asyncio_tasks_head;
+    Py_ssize_t off = Py_TYPE(probe)->tp_basicsize - (Py_ssize_t)sizeof(struct llist_node);
+    struct llist_node *node = (struct llist_node *)((char *)probe + off);
+    if (off <= (Py_ssize_t)sizeof(PyObject) || head->prev != node || node->next != head) {
+        return -1;
+    }
+    return off;
+}
+#else
+static Py_ssize_t ps_tasks_probe(PyObject *probe)
+{
+    (void)probe;
+    return -1;  /* no task lists in this Python */
+}
+#endif
+
 /* Record every waiting task, up to the cap (GIL held). */
 static void ps_sample_tasks(ps_sampler *s, int64_t now, int64_t wall)
 {
     ps_tasks *T = &ps_T;
     PyObject *running[PS_TASKS_MAX_CURRENT];
-    int n_running = 0, r, wraps = 0;
+    int n_running = 0, r, wraps = 0, full;
     Py_ssize_t pos = 0, total = 0, visited = 0;
     uint32_t recorded = 0;
     PyObject *key, *value;
@@ -325,12 +490,31 @@ static void ps_sample_tasks(ps_sampler *s, int64_t now, int64_t wall)
             running[n_running++] = value;
         }
     }
+#ifdef PS_TASKS_LLIST
+    if (T->node_off > 0) {
+        /* 3.14: each thread state holds its running task */
+        PyThreadState *t;
+        for (t = PyInterpreterState_ThreadHead(s->interp);
+             t != NULL && n_running < PS_TASKS_MAX_CURRENT; t = PyThreadState_Next(t)) {
+            PyObject *task = ((_PyThreadStateImpl *)t)->asyncio_running_task;
+            if (task != NULL) {
+                running[n_running++] = task;
+            }
+        }
+    }
+#endif
     for (r = 0; r < T->n_registries; r++) {
         total += PySet_GET_SIZE(T->registries[r]);
     }
-    if (s->samples.count >= s->samples.limit - s->samples.limit / 4) {
-        /* task rows may fill three quarters of the sample table, no more:
-         * thread samples, the profile proper, keep the last quarter */
+    /* task rows may fill three quarters of the sample table, no more:
+     * thread samples, the profile proper, keep the last quarter */
+    full = s->samples.count >= s->samples.limit - s->samples.limit / 4;
+#ifdef PS_TASKS_LLIST
+    if (T->node_off > 0) {
+        ps_sample_llists(s, T, full, &recorded, running, n_running, now, wall);
+    }
+#endif
+    if (full) {
         T->dropped += (uint64_t)total;
         goto done;
     }
@@ -395,6 +579,8 @@ static int ps_tasks_prepare(PyObject *config)
     T->next_registry = 0;
     T->next_pos = 0;
     T->task_samples = T->dropped = 0;
+    T->node_off = 0;
+    T->next_ordinal = 0;
     if (config == NULL || config == Py_None) {
         return 0;
     }
@@ -445,6 +631,21 @@ static int ps_tasks_prepare(PyObject *config)
         PyErr_Clear();
         T->max_tasks = 256;
     }
+#ifdef PS_TASKS_LLIST
+    /* 3.14: the node offset ps_tasks_probe() confirmed; needs the C Task */
+    v = PyDict_GetItemString(config, "node_off");
+    if (v != NULL && v != Py_None) {
+        Py_ssize_t off = PyLong_Check(v) ? PyLong_AsSsize_t(v) : -1;
+        if (off == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        if (T->c_task == NULL || off <= (Py_ssize_t)sizeof(PyObject) ||
+            off + (Py_ssize_t)sizeof(struct llist_node) > T->c_task->tp_basicsize) {
+            return -1;
+        }
+        T->node_off = off;
+    }
+#endif
     T->s_coro = PyUnicode_InternFromString("_coro");
     T->s_fut_waiter = PyUnicode_InternFromString("_fut_waiter");
     T->s_name = PyUnicode_InternFromString("_name");

@@ -19,13 +19,71 @@ from typing import Any
 DEFAULT_MAX_TASKS = 256
 
 
-def supported() -> bool:
-    """Whether this Python's task registry can be read (3.9 to 3.13).
+#: 3.14: the checked offset of a C task's list node (None: not usable);
+#: probed once per process, the first time it is asked for
+_node_offset: int | None = None
+_node_probed = False
 
-    3.14 keeps native tasks in per-thread C lists that only the
-    interpreter's own debugging offsets describe; see docs/asyncio.md.
+
+class _ProbeLoop:
+    """Just enough of a loop for ``_asyncio.Task.__init__``: nothing runs."""
+
+    def get_debug(self) -> bool:
+        return False
+
+    def call_soon(self, callback: object, *args: object, context: object = None) -> None:
+        return None  # the probe's first step is never scheduled
+
+
+async def _probe_coro() -> None:  # pragma: no cover - never started
+    return None
+
+
+def _task_node_offset() -> int | None:
+    """3.14: where the native walk finds a task in its thread's list.
+
+    Creates one named (so no ``Task-N`` number is used up) ``_asyncio.Task``
+    on a stand-in loop, has the native core check that it is the tail of
+    this thread's task list at the expected offset, and lets it go again
+    without ever running it. Cached: layouts do not change in a process.
     """
-    return sys.version_info < (3, 14)
+    global _node_offset, _node_probed
+    if _node_probed:
+        return _node_offset
+    _node_probed = True
+    if sys.version_info < (3, 14):
+        return None
+    try:
+        import _asyncio
+    except ImportError:  # pragma: no cover - CPython always builds it
+        return None
+    from pysampler import _sampler
+
+    coro = _probe_coro()
+    try:
+        task = _asyncio.Task(coro, loop=_ProbeLoop(), name="pysampler-probe")
+    except Exception:  # pragma: no cover - an _asyncio we do not know
+        coro.close()
+        return None
+    try:
+        _node_offset = _sampler.asyncio_task_node_offset(task)
+    finally:
+        # unregistered by its dealloc, which then has nothing to report
+        task._log_destroy_pending = False
+        coro.close()
+        del task
+    return _node_offset
+
+
+def supported() -> bool:
+    """Whether this Python's task registry can be read.
+
+    3.9 to 3.13: asyncio's WeakSet of tasks. 3.14: the per-thread task lists,
+    when a probe task confirms their layout; see docs/asyncio.md.
+    """
+    if sys.version_info < (3, 14):
+        return True
+    return _task_node_offset() is not None
 
 
 def registry_config(max_tasks: int = DEFAULT_MAX_TASKS) -> dict[str, Any]:
@@ -40,7 +98,8 @@ def registry_config(max_tasks: int = DEFAULT_MAX_TASKS) -> dict[str, Any]:
     """
     if not supported():
         raise ValueError(
-            "asyncio=True needs Python 3.9 to 3.13: this version keeps tasks out of reach"
+            "asyncio=True needs Python 3.9 to 3.14 (GIL build): this version keeps"
+            " tasks out of reach"
         )
     if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
         raise ValueError(f"max_tasks must be a positive integer, not {max_tasks!r}")
@@ -71,4 +130,9 @@ def registry_config(max_tasks: int = DEFAULT_MAX_TASKS) -> dict[str, Any]:
             d_fut_waiter=names["_fut_waiter"],
             m_get_name=names["get_name"],
         )
+        # 3.14: C tasks are in per-thread lists, not in `_scheduled_tasks`
+        # (which still holds pure-Python tasks)
+        config["node_off"] = _task_node_offset()
+    elif sys.version_info >= (3, 14):  # pragma: no cover - not the C Task we know
+        raise ValueError("asyncio=True: this Python's _asyncio.Task is not the one expected")
     return config

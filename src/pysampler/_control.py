@@ -83,7 +83,7 @@ def start(
         ProfilerAlreadyRunning: a session is already running.
         ValueError: ``hz``, ``mode``, ``max_depth``, ``max_samples`` or
             ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
-            Python whose tasks cannot be read (3.14+).
+            Python whose tasks cannot be read (3.15+, free-threaded).
     """
     global _session
     rate, kind = validate(hz, mode)
