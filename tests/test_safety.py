@@ -182,3 +182,29 @@ def test_stop_does_not_leave_eval_breaker_busy() -> None:
         assert after < base * 1.5, (base, after)
         """
     )
+
+
+def test_start_and_stop_while_threads_are_being_created() -> None:
+    # A thread state exists, unbound (ident 0), between threading creating
+    # it and the new thread starting; start() reads every thread's CPU
+    # clock and must leave such a state alone.
+    run(
+        """
+        import threading, pysampler
+        stop = threading.Event()
+        def spawner():
+            while not stop.is_set():
+                ts = [threading.Thread(target=lambda: None) for _ in range(8)]
+                for t in ts: t.start()
+                for t in ts: t.join()
+        spawners = [threading.Thread(target=spawner) for _ in range(2)]
+        for s in spawners: s.start()
+        try:
+            for i in range(300):
+                pysampler.start(hz=2000, mode="wall" if i % 2 else "cpu")
+                pysampler.stop()
+        finally:
+            stop.set()
+            for s in spawners: s.join()
+        """
+    )

@@ -227,7 +227,7 @@ static void ps_sample_threads(ps_sampler *s, int64_t now, int64_t wall)
         int64_t cpu = 0;
         int truncated = 0, full, added, i;
 
-        if (t == s->fallback_tstate) {
+        if (t == s->fallback_tstate || !ps_thread_bound(t)) {
             continue;
         }
         f = ps_thread_top_frame(t);
@@ -495,7 +495,11 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
 
     /* CPU baselines: time a thread used before start() is not ours */
     for (t = PyInterpreterState_ThreadHead(s->interp); t != NULL; t = PyThreadState_Next(t)) {
-        int64_t cpu = ps_thread_cpu_ns(ps_thread_ident(t), ps_thread_native_id(t));
+        int64_t cpu;
+        if (!ps_thread_bound(t)) {
+            continue;
+        }
+        cpu = ps_thread_cpu_ns(ps_thread_ident(t), ps_thread_native_id(t));
         if (ps_thread_index(s, t, cpu < 0 ? 0 : cpu) == UINT32_MAX) {
             ps_tables_free(s);
             return PS_ERR_MEMORY;

@@ -95,7 +95,19 @@ static inline clockid_t ps_linux_thread_clock(long tid)
 }
 #endif
 
+static inline int64_t ps_thread_cpu_ns_of(unsigned long ident, unsigned long native_id);
+
+/* CPU time a thread has used, in nanoseconds; -1 when it cannot be read.
+ * ident 0 is no thread at all: the OS calls below would dereference it. */
 static inline int64_t ps_thread_cpu_ns(unsigned long ident, unsigned long native_id)
+{
+    if (ident == 0 && native_id == 0) {
+        return -1;
+    }
+    return ps_thread_cpu_ns_of(ident, native_id);
+}
+
+static inline int64_t ps_thread_cpu_ns_of(unsigned long ident, unsigned long native_id)
 {
 #if defined(_WIN32)
     FILETIME created, exited, kernel, user;

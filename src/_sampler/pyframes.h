@@ -164,6 +164,17 @@ static inline unsigned long ps_thread_ident(PyThreadState *t)
     return t->thread_id;
 }
 
+/* A thread state can sit in the interpreter's list before its thread runs:
+ * threading creates it in the parent thread (3.12+ _PyThreadState_New,
+ * 3.9-3.11 _PyThreadState_Prealloc) and the new thread binds it. Until
+ * then its ident is 0, and asking the OS about thread 0 (for instance
+ * pthread_getcpuclockid on a null pthread_t) crashes. Such states are
+ * left alone; they have no frames yet either. */
+static inline int ps_thread_bound(PyThreadState *t)
+{
+    return t->thread_id != 0;
+}
+
 static inline unsigned long ps_thread_native_id(PyThreadState *t)
 {
 #if PY_VERSION_HEX >= 0x030B0000
