@@ -103,21 +103,23 @@ def sample_cost(spec: dict[str, Any]) -> dict[str, Any]:
     for t in others:
         t.start()
     parked.wait()
-    off: list[float] = []
-    on: list[float] = []
+    # per run: (wall s, main thread CPU s, process CPU s)
+    off: list[tuple[float, float, float]] = []
+    on: list[tuple[float, float, float]] = []
     events: list[int] = []
     samples: list[int] = []
+
+    def timed() -> tuple[float, float, float]:
+        w, t, p = time.perf_counter(), time.thread_time(), time.process_time()
+        _spin(work)
+        return time.perf_counter() - w, time.thread_time() - t, time.process_time() - p
 
     def alternate() -> None:
         _spin(work)  # warm
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            _spin(work)
-            off.append(time.perf_counter() - t0)
+            off.append(timed())
             pysampler.start(hz=hz, mode=mode)
-            t0 = time.perf_counter()
-            _spin(work)
-            on.append(time.perf_counter() - t0)
+            on.append(timed())
             prof = pysampler.stop()
             events.append(prof.metadata.sampling_events)
             samples.append(len(prof.stack))
@@ -128,29 +130,38 @@ def sample_cost(spec: dict[str, Any]) -> dict[str, Any]:
         release.set()
         for t in others:
             t.join()
-    # The fastest of many short alternating runs: interference from other
-    # processes only ever adds time, so the minimum is the least disturbed.
-    best_off, best_on = min(off), min(on)
     med_events = statistics.median(events)
     med_samples = statistics.median(samples)
-    per_event = (best_on - best_off) / med_events if med_events else None
+
+    def cost(k: int) -> float | None:
+        """µs per sampling event from column ``k``: the fastest of many short
+        alternating runs, since interference from other processes only ever
+        adds time (and CPU time, through cache and frequency effects)."""
+        if not med_events:
+            return None
+        return (min(r[k] for r in on) - min(r[k] for r in off)) / med_events * 1e6
+
+    per_event = cost(2)
     return {
         "depth": depth,
         "threads": nthreads,
         "mode": mode,
         "hz": hz,
-        "off_s": off,
-        "on_s": on,
+        "off": off,
+        "on": on,
         "events": events,
         "samples": samples,
-        "per_event_us": None if per_event is None else per_event * 1e6,
+        # process CPU: the main thread's sampling plus the native timer thread
+        "per_event_us": per_event,
+        "per_event_thread_cpu_us": cost(1),
+        "per_event_wall_us": cost(0),
         "per_thread_sample_us": (
-            None
-            if per_event is None or not med_samples
-            else per_event * med_events / med_samples * 1e6
+            None if per_event is None or not med_samples else per_event * med_events / med_samples
         ),
-        "overhead_ratio": best_on / best_off,
-        "median_overhead_ratio": statistics.median(on) / statistics.median(off),
+        "overhead_ratio": min(r[0] for r in on) / min(r[0] for r in off),
+        "cpu_overhead_ratio": min(r[2] for r in on) / min(r[2] for r in off),
+        "median_overhead_ratio": statistics.median(r[0] for r in on)
+        / statistics.median(r[0] for r in off),
     }
 
 

@@ -129,21 +129,22 @@ def _micro_summary(micro: dict[str, Any]) -> dict[str, Any]:
             "busy_seconds": lat["busy_seconds"],
             "busy_samples_median": statistics.median(lat["busy_samples"]),
         }
+    keys = (
+        "depth",
+        "threads",
+        "mode",
+        "hz",
+        "per_event_us",
+        "per_event_thread_cpu_us",
+        "per_event_wall_us",
+        "per_thread_sample_us",
+        "overhead_ratio",
+        "cpu_overhead_ratio",
+        "median_overhead_ratio",
+        "error",
+    )
     out["sample_cost"] = [
-        {
-            k: r.get(k)
-            for k in (
-                "depth",
-                "threads",
-                "mode",
-                "hz",
-                "per_event_us",
-                "per_thread_sample_us",
-                "overhead_ratio",
-                "median_overhead_ratio",
-                "error",
-            )
-        }
+        {k: r.get(k) for k in keys}
         | {"events_median": statistics.median(r["events"]) if "events" in r else None}
         for r in micro.get("sample_cost", [])
     ]
@@ -154,6 +155,10 @@ def _micro_summary(micro: dict[str, Any]) -> dict[str, Any]:
 
 def _pct(ratio: float | None) -> str:
     return "n/a" if ratio is None or math.isnan(ratio) else f"{(ratio - 1) * 100:+.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def _loads(xs: list[float]) -> str:
@@ -234,6 +239,18 @@ def markdown(data: dict[str, Any]) -> str:
             continue
         cells = [_pct(row[n]["wall_ratio"]) if n in row else "—" for n in names if n != "none"]
         lines.append(f"| {w} | {row['none']['wall_s']:.3f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## CPU-time overhead per workload (process CPU; external tools' own CPU added)",
+        "",
+    ]
+    lines.append("| workload | none CPU s | " + " | ".join(n for n in names if n != "none") + " |")
+    lines.append("|---|---:|" + "---:|" * (len(names) - 1))
+    for w, row in data["results"].items():
+        if "none" not in row:
+            continue
+        cells = [_pct(row[n]["cpu_ratio"]) if n in row else "—" for n in names if n != "none"]
+        lines.append(f"| {w} | {row['none']['cpu_s']:.3f} | " + " | ".join(cells) + " |")
     pys = [n for n in names if n.startswith("pysampler")]
     if pys:
         lines += ["", "## pysampler: delivered sample rate per workload", ""]
@@ -275,28 +292,31 @@ def markdown(data: dict[str, Any]) -> str:
             "## pysampler cost per sample",
             "",
             "Fixed pure-Python work (~0.1 s) timed with the sampler off and on, alternately, "
-            "many times, at the rate shown; cost = (fastest on - fastest off) / sampling events. "
-            "Extra threads are parked "
-            "in `Event.wait` at the same depth. Per thread-sample = per event / thread samples "
-            "recorded per event.",
+            "many times, at the rate shown; cost = (fastest on - fastest off) / sampling events, "
+            "from the process CPU clock (all threads: the main thread that records the sample "
+            "and the native timer thread), the main thread's CPU clock, and wall time. CPU "
+            "clocks are much less disturbed by other processes than wall time. Extra threads "
+            "are parked in `Event.wait` at the same depth. Per thread-sample = process-CPU "
+            "cost per event / thread samples recorded per event.",
             "",
-            "| stack depth | threads | mode | Hz | events | µs per event | µs per thread-sample | "
-            "overhead at that rate (best-of) | (medians) |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+            "| stack depth | threads | mode | Hz | events | µs/event, process CPU | "
+            "µs/event, main-thread CPU | µs/event, wall | µs per thread-sample | "
+            "CPU overhead at that rate | wall overhead (best-of) |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in ms["sample_cost"]:
             if r.get("error"):
                 lines.append(
                     f"| {r['depth']} | {r['threads']} | {r['mode']} | | | "
-                    f"failed: {r['error']} | | | |"
+                    f"failed: {r['error']} | | | | | |"
                 )
                 continue
-            per_ts = r["per_thread_sample_us"]
             lines.append(
                 f"| {r['depth']} | {r['threads']} | {r['mode']} | {r['hz']} | "
-                f"{r['events_median']:.0f} | "
-                f"{r['per_event_us']:.2f} | {'n/a' if per_ts is None else f'{per_ts:.2f}'} | "
-                f"{_pct(r['overhead_ratio'])} | {_pct(r['median_overhead_ratio'])} |"
+                f"{r['events_median']:.0f} | {_num(r['per_event_us'])} | "
+                f"{_num(r['per_event_thread_cpu_us'])} | {_num(r['per_event_wall_us'])} | "
+                f"{_num(r['per_thread_sample_us'])} | {_pct(r['cpu_overhead_ratio'])} | "
+                f"{_pct(r['overhead_ratio'])} |"
             )
     if "memory" in ms:
         m = ms["memory"]

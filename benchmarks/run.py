@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", help="comma-separated configuration names (default: all)")
     p.add_argument("--reps", type=int, help="repetitions of each run (full 5, quick 2)")
     p.add_argument(
-        "--seconds", type=float, help="unprofiled seconds per run (full 1.0, quick 0.25)"
+        "--seconds", type=float, help="unprofiled seconds per run (full 0.6, quick 0.15)"
     )
     p.add_argument(
         "--micro",
@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--memory-seconds",
         type=float,
-        help="length of the 1 kHz memory profile, projected to 10 min (full 60, quick 5)",
+        help="length of the 1 kHz memory profile, projected to 10 min (full 60, quick 4)",
     )
     p.add_argument("--out", help="output folder (full: docs/benchmarks, quick: build/bench-quick)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
@@ -144,9 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown workload(s) {bad}; known: {', '.join(workloads.ALL)}")
     args.reps = args.reps or (2 if quick else 5)
-    args.seconds = args.seconds or (0.25 if quick else 1.0)
+    args.seconds = args.seconds or (0.15 if quick else 0.6)
     args.micro = args.micro or ("quick" if quick else "full")
-    args.memory_seconds = args.memory_seconds or (5.0 if quick else 60.0)
+    args.memory_seconds = args.memory_seconds or (4.0 if quick else 60.0)
     args.out = args.out or os.path.join(ROOT, "build/bench-quick" if quick else "docs/benchmarks")
     return args
 
@@ -158,7 +158,7 @@ def micro_specs(level: str, memory_seconds: float) -> list[dict[str, Any]]:
         {"micro": "latency", "repeat": 10 if quick else 30, "busy_repeat": 2 if quick else 5}
     ]
     depths = (1, 30, 300) if quick else (1, 10, 30, 100, 300)
-    rep, work = (7, 1_500_000) if quick else (15, 1_500_000)
+    rep, work = (5, 1_000_000) if quick else (15, 1_500_000)
     for d in depths:
         specs.append(
             {
@@ -170,7 +170,7 @@ def micro_specs(level: str, memory_seconds: float) -> list[dict[str, Any]]:
                 "work": work,
             }
         )
-    for n in (1, 4, 16) if not quick else (4, 16):
+    for n in (16,) if quick else (1, 4, 16):
         for mode in ("cpu", "wall"):
             specs.append(
                 {
