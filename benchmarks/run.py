@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", help="comma-separated configuration names (default: all)")
     p.add_argument("--reps", type=int, help="repetitions of each run (full 5, quick 2)")
     p.add_argument(
-        "--seconds", type=float, help="unprofiled seconds per run (full 0.6, quick 0.15)"
+        "--seconds", type=float, help="unprofiled seconds per run (full 0.5, quick 0.15)"
     )
     p.add_argument(
         "--micro",
@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown workload(s) {bad}; known: {', '.join(workloads.ALL)}")
     args.reps = args.reps or (2 if quick else 5)
-    args.seconds = args.seconds or (0.15 if quick else 0.6)
+    args.seconds = args.seconds or (0.15 if quick else 0.5)
     args.micro = args.micro or ("quick" if quick else "full")
     args.memory_seconds = args.memory_seconds or (4.0 if quick else 60.0)
     args.out = args.out or os.path.join(ROOT, "build/bench-quick" if quick else "docs/benchmarks")
