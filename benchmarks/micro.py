@@ -47,10 +47,18 @@ def _at_depth(depth: int, fn: Callable[[], Any]) -> Any:
 
 
 def latency(spec: dict[str, Any]) -> dict[str, Any]:
-    t0 = time.perf_counter()
+    t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     import pysampler
 
     import_s = time.perf_counter() - t0
+    import_cpu_s = time.process_time() - c0
+    # keep this thread busy for half a second: whatever CPU the process uses
+    # beyond this thread's own is other threads' (numpy's OpenBLAS pool spins
+    # for a while after import)
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        _spin(1_000)
+    other_threads_s = (time.process_time() - c0) - (time.thread_time() - m0)
     starts: list[float] = []
     stops: list[float] = []
     for _ in range(spec.get("repeat", 20)):
@@ -76,6 +84,9 @@ def latency(spec: dict[str, Any]) -> dict[str, Any]:
         busy_samples.append(len(prof.stack))
     return {
         "import_s": import_s,
+        "import_cpu_s": import_cpu_s,
+        "import_other_threads_cpu_s": other_threads_s,
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "start_s": starts,
         "stop_s": stops,
         "stop_after_busy_s": busy_stops,

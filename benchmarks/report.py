@@ -120,6 +120,8 @@ def _micro_summary(micro: dict[str, Any]) -> dict[str, Any]:
             continue
         out["latency"] = {
             "import_ms": 1e3 * lat["import_s"],
+            "import_cpu_ms": 1e3 * lat["import_cpu_s"],
+            "import_other_threads_cpu_ms": 1e3 * lat["import_other_threads_cpu_s"],
             "first_start_ms": 1e3 * lat["start_s"][0],
             "start_ms_median": 1e3 * statistics.median(lat["start_s"]),
             "start_ms_max": 1e3 * max(lat["start_s"]),
@@ -275,7 +277,11 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "## pysampler start and stop latency",
             "",
-            f"- `import pysampler`: {lat['import_ms']:.1f} ms (numpy included)",
+            f"- `import pysampler`: {lat['import_ms']:.1f} ms wall, {lat['import_cpu_ms']:.1f} ms "
+            f"CPU (numpy included); other threads used "
+            f"{lat['import_other_threads_cpu_ms']:.0f} ms of CPU during it and the 0.5 s "
+            f"after (numpy's OpenBLAS pool busy-waits after import; the overhead runs set "
+            f"`OPENBLAS_NUM_THREADS=1` so that this one-off cost is not mistaken for sampling)",
             f"- `start()`: first {lat['first_start_ms']:.2f} ms, "
             f"median {lat['start_ms_median']:.3f} ms, "
             f"max {lat['start_ms_max']:.2f} ms",

@@ -35,6 +35,13 @@ import report  # noqa: E402
 import workloads  # noqa: E402
 
 CHILD = os.path.join(HERE, "child.py")
+#: Environment of the measured children. Importing pysampler imports numpy,
+#: whose OpenBLAS thread pool busy-waits on another core for a fraction of a
+#: second after import (about 60 ms of CPU here), which would land in the
+#: first timed body of every pysampler run although it has nothing to do with
+#: sampling; no workload uses BLAS. The latency micro-benchmark measures that
+#: one-off cost with the default pool instead.
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 PEER_PACKAGES = (
     "pysampler",
     "pyperformance",
@@ -52,7 +59,11 @@ def _children_cpu() -> float:
 
 
 def run_child(
-    spec: dict[str, Any], config: configs.Config, tmp: str, timeout: float
+    spec: dict[str, Any],
+    config: configs.Config,
+    tmp: str,
+    timeout: float,
+    base_env: dict[str, str] = CHILD_ENV,
 ) -> dict[str, Any]:
     """Run one child process and return its result plus what the parent saw.
 
@@ -67,7 +78,7 @@ def run_child(
     spec = {**spec, "result": result_path, "outdir": tmp, "config": config.__dict__}
     prefix = [a.format(outdir=tmp) for a in config.prefix]
     cmd = [*prefix, sys.executable, CHILD, json.dumps(spec)]
-    env = {**os.environ, **{k: v.format(outdir=tmp) for k, v in config.env.items()}}
+    env = {**base_env, **os.environ, **{k: v.format(outdir=tmp) for k, v in config.env.items()}}
     load = os.getloadavg()[0]
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
@@ -245,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.micro != "none":
             for spec in micro_specs(args.micro, args.memory_seconds):
                 r = run_child(
-                    spec, configs.BY_NAME["none"], tmp, timeout=120 + 3 * args.memory_seconds
+                    spec,
+                    configs.BY_NAME["none"],
+                    tmp,
+                    timeout=120 + 3 * args.memory_seconds,
+                    base_env={} if spec["micro"] == "latency" else CHILD_ENV,
                 )
                 r["spec"] = spec
                 micro.setdefault(spec["micro"], []).append(r)
