@@ -377,7 +377,9 @@ def draw_chart(data: dict[str, Any], path: str) -> None:
 
     summary = data["summary"]
     names = [n for n, s in summary.items() if n != "none" and s.get("geomean_wall_ratio")]
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6.5), gridspec_kw={"width_ratios": [1.1, 1.6, 0.9]})
+    fig, axes = plt.subplots(
+        1, 4, figsize=(22, 6.5), gridspec_kw={"width_ratios": [1.1, 1.6, 0.8, 0.8]}
+    )
 
     ax = axes[0]
     y = range(len(names))
@@ -393,7 +395,7 @@ def draw_chart(data: dict[str, Any], path: str) -> None:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("overhead vs no profiler, % (geometric mean; symlog)")
     ax.set_title("Overhead by configuration")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
 
     ax = axes[1]
     shown = [n for n in names if n.startswith(("pysampler", "py-spy", "austin"))]
@@ -408,30 +410,34 @@ def draw_chart(data: dict[str, Any], path: str) -> None:
     ax.set_title("Sampling profilers per workload")
     ax.legend(fontsize=7, ncol=2)
 
-    ax = axes[2]
     cost = [
         r for r in data.get("micro_summary", {}).get("sample_cost", []) if r.get("per_event_us")
     ]
-    depth_rows = sorted((r for r in cost if r["threads"] == 1), key=lambda r: r["depth"])
-    if depth_rows:
-        ax.plot(
-            [r["depth"] for r in depth_rows],
-            [r["per_event_us"] for r in depth_rows],
-            "o-",
-            label="1 thread, cpu mode",
-        )
-    for mode, marker in (("cpu", "s"), ("wall", "^")):
-        rows = sorted(
-            (r for r in cost if r["threads"] > 1 and r["mode"] == mode), key=lambda r: r["threads"]
-        )
-        for r in rows:
-            ax.plot(
-                [r["depth"]], [r["per_event_us"]], marker, label=f"{r['threads']} threads, {mode}"
-            )
+    ax = axes[2]
+    by_depth = {r["depth"]: r for r in cost if r["threads"] == 1 and r["mode"] == "cpu"}
+    depths = sorted(by_depth)
+    for key, label in (
+        ("per_event_us", "process CPU"),
+        ("per_event_thread_cpu_us", "main-thread CPU"),
+        ("per_event_wall_us", "wall"),
+    ):
+        ax.plot(depths, [by_depth[d][key] for d in depths], "o-", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("stack depth (frames)")
+    ax.set_xlabel("stack depth (frames), 1 thread, CPU mode")
     ax.set_ylabel("µs per sampling event")
-    ax.set_title("pysampler cost per sample")
+    ax.set_title("pysampler cost per sample vs depth")
+    ax.legend(fontsize=7)
+
+    ax = axes[3]
+    for mode in ("cpu", "wall"):
+        rows = sorted(
+            (r for r in cost if r["depth"] == 30 and r["mode"] == mode), key=lambda r: r["threads"]
+        )
+        ax.plot([r["threads"] for r in rows], [r["per_event_us"] for r in rows], "o-", label=mode)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("threads (others parked at depth 30)")
+    ax.set_ylabel("µs per sampling event (process CPU)")
+    ax.set_title("... vs thread count")
     ax.legend(fontsize=7)
 
     load = data["load"]
@@ -466,3 +472,15 @@ def write(data: dict[str, Any], outdir: str, *, chart: bool = True) -> list[str]
     with open(md, "w") as f:
         f.write(markdown(data))
     return [js, md, *paths]
+
+
+if __name__ == "__main__":
+    # re-render results.md and overhead.png from a results.json
+    import sys
+
+    path = sys.argv[1] if len(sys.argv) > 1 else "docs/benchmarks/results.json"
+    with open(path) as f:
+        loaded = json.load(f)
+    analyse(loaded)
+    for written in write(loaded, os.path.dirname(os.path.abspath(path))):
+        print("wrote", written)
