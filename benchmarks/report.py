@@ -347,7 +347,9 @@ def markdown(data: dict[str, Any]) -> str:
             f"600 s: {m['samples_10min_projected']:.0f} samples, sample table "
             f"{_mib(m['sample_table_10min_projected_bytes'])} (up to twice that reserved, "
             f"since the columns grow by doubling); the RSS fit extended to 600 s gives "
-            f"{_mib(m['rss_growth_10min_projected_bytes'])}.",
+            f"{_mib(m['rss_growth_10min_projected_bytes'])}, or "
+            f"{_mib((m['rss_slope_bytes_per_s'] - m['control_rss_slope_bytes_per_s']) * 600)} "
+            f"net of the unprofiled workload's own growth.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -414,7 +416,11 @@ def draw_chart(data: dict[str, Any], path: str) -> None:
         r for r in data.get("micro_summary", {}).get("sample_cost", []) if r.get("per_event_us")
     ]
     ax = axes[2]
-    by_depth = {r["depth"]: r for r in cost if r["threads"] == 1 and r["mode"] == "cpu"}
+    # the depth sweep comes first; the thread sweep repeats depth 30 with 1 thread
+    by_depth: dict[int, dict[str, Any]] = {}
+    for r in cost:
+        if r["threads"] == 1 and r["mode"] == "cpu":
+            by_depth.setdefault(r["depth"], r)
     depths = sorted(by_depth)
     for key, label in (
         ("per_event_us", "process CPU"),
@@ -430,9 +436,8 @@ def draw_chart(data: dict[str, Any], path: str) -> None:
 
     ax = axes[3]
     for mode in ("cpu", "wall"):
-        rows = sorted(
-            (r for r in cost if r["depth"] == 30 and r["mode"] == mode), key=lambda r: r["threads"]
-        )
+        by_threads = {r["threads"]: r for r in cost if r["depth"] == 30 and r["mode"] == mode}
+        rows = [by_threads[n] for n in sorted(by_threads)]
         ax.plot([r["threads"] for r in rows], [r["per_event_us"] for r in rows], "o-", label=mode)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("threads (others parked at depth 30)")
