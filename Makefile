@@ -35,6 +35,18 @@ lint: $(PY)
 	$(VENV)/bin/mypy --strict -p pysampler
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint --max-line-length 100 src/_sampler.pyx
 
+## bench: the full overhead suite (~30 min); writes docs/benchmarks/results.{json,md} and overhead.png
+bench: $(PY)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/run.py
+
+## bench-quick: a subset in under 3 minutes; writes build/bench-quick/
+bench-quick: $(PY)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/run.py --quick
+
+.PHONY: bench bench-quick
+
 clean:
 	rm -rf build dist $(VENV) src/*.egg-info src/_sampler.c src/pysampler/*.so
 

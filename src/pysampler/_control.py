@@ -28,7 +28,7 @@ MAX_HZ = 10_000
 DEFAULT_HZ = 100
 DEFAULT_MAX_DEPTH = 512
 #: sample rows kept before new ones are dropped (and counted): 5.2 hours
-#: of one busy thread at 1 kHz, 28 bytes a row
+#: of one busy thread at 1 kHz, 32 bytes a row
 DEFAULT_MAX_SAMPLES = 20_000_000
 DEFAULT_MAX_FRAMES = 1_000_000
 DEFAULT_MAX_NODES = 4_000_000

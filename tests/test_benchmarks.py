@@ -1,0 +1,98 @@
+"""The overhead suite's runner end to end, on one tiny workload: the shape of
+what it writes, never how fast anything was (speed is for benchmarks/)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "benchmarks" / "run.py"
+
+
+def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            "--workloads",
+            "deep_recursion",
+            "--configs",
+            "none,pysampler-cpu-1000",
+            "--reps",
+            "2",
+            "--seconds",
+            "0.05",
+            "--micro",
+            "none",
+            "--no-chart",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "results.json").read_text())
+
+    assert [c["name"] for c in data["configs"]] == ["none", "pysampler-cpu-1000"]
+    assert all(c["available"] and c["reason"] is None for c in data["configs"])
+    assert data["workloads"]["deep_recursion"]["loops"] >= 1
+    assert len(data["meta"]["loadavg_before"]) == 3
+    assert data["meta"]["reps"] == 2
+
+    # interleaved: every (config, rep) ran once, no failures
+    runs = data["runs"]
+    assert sorted((r["config"], r["rep"]) for r in runs) == [
+        ("none", 0),
+        ("none", 1),
+        ("pysampler-cpu-1000", 0),
+        ("pysampler-cpu-1000", 1),
+    ]
+    for r in runs:
+        assert "error" not in r, r
+        assert r["wall_s"] > 0 and r["cpu_s"] >= 0 and r["tree_cpu_s"] > 0
+        assert r["tree_cpu_s"] >= r["cpu_s"] * 0.9  # the tree includes the timed body
+        assert isinstance(r["load1"], float)
+
+    # pysampler reports what it delivered, from Profile.metadata
+    sampled = [r for r in runs if r["config"] == "pysampler-cpu-1000"]
+    for r in sampled:
+        assert r["profiler"]["hz_requested"] == 1000
+        assert r["profiler"]["sampling_events"] > 0
+        assert 0 < r["profiler"]["hz_delivered"] <= 1100
+        assert r["start_s"] > 0 and r["stop_s"] > 0
+
+    row = data["results"]["deep_recursion"]
+    assert row["none"]["wall_ratio"] == 1.0
+    assert len(row["pysampler-cpu-1000"]["wall_ratios"]) == 2
+    assert row["pysampler-cpu-1000"]["wall_ratio"] > 0
+    summary = data["summary"]["pysampler-cpu-1000"]
+    assert math.isfinite(summary["geomean_wall_ratio"])
+    assert summary["hz_requested"] == 1000
+    assert data["targets"]["pysampler-cpu-1000"]["max_overhead"] == 0.03
+    assert data["chart"] is None  # --no-chart
+
+    table = (out / "results.md").read_text()
+    assert "| pysampler-cpu-1000 |" in table
+    assert "| deep_recursion |" in table
+
+
+def test_runner_rejects_unknown_names(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), "--configs", "no-such-profiler", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "no-such-profiler" in proc.stderr
+    assert not (tmp_path / "results.json").exists()
