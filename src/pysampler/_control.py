@@ -27,7 +27,7 @@ MIN_HZ = 1
 MAX_HZ = 10_000
 DEFAULT_HZ = 100
 DEFAULT_MAX_DEPTH = 512
-#: sample rows kept before new ones are dropped (and counted): 5.2 hours
+#: sample rows kept before new ones are dropped (and counted): 5.5 hours
 #: of one busy thread at 1 kHz, 32 bytes a row
 DEFAULT_MAX_SAMPLES = 20_000_000
 DEFAULT_MAX_FRAMES = 1_000_000
