@@ -86,3 +86,23 @@ def artifact(name: str) -> Path:
     """A path under test-artifacts/ (created) for screenshots and files to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+@contextmanager
+def flamegraph_page(browser: Any, page_file: Path) -> Iterator[Any]:
+    """Our HTML flame graph opened from ``file://``; on exit, asserts that
+    the page logged no error and fetched nothing but itself (it is
+    self-contained)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 700})
+    page = context.new_page()
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(page_file.as_uri())
+    page.wait_for_selector(".box")
+    yield page
+    context.close()
+    assert errors == []
+    assert requests == [page_file.as_uri()]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from browser import artifact, chromium, require_browser
+from browser import artifact, chromium, flamegraph_page, require_browser
 from heap_workloads import heap_profile
 from pysampler import HeapProfile
 
@@ -38,19 +38,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, page_file: Path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1200, "height": 700})
-    page = context.new_page()
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(page_file.as_uri())
-    page.wait_for_selector(".box")
-    yield page
-    context.close()
-    assert errors == []
-    assert requests == [page_file.as_uri()]
+    with flamegraph_page(browser, page_file) as page:
+        yield page
 
 
 def boxes(page: Any, name: str) -> list[dict[str, Any]]:
