@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pysampler import Profile
 
@@ -65,3 +69,31 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+GO = shutil.which("go")
+#: a row of ``go tool pprof -top``: flat value with its unit, then flat%
+PPROF_ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")
+
+
+def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[list[str]]]:
+    """``go tool pprof -top`` on a file or URL: (its output, the table's rows
+    split into fields). Skips when go is missing, except under CI where the
+    test setup installs it."""
+    if GO is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("go (Debian golang-go) is required to test pprof output")
+        pytest.skip("go tool pprof is not installed")
+    # our own variables would start the endpoint inside go's children too
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
+    env.update(PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path), NO_PROXY="*", no_proxy="*")
+    out = subprocess.run(
+        [GO, "tool", "pprof", *flags, "-top", target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout, [ln.split() for ln in out.stdout.splitlines() if PPROF_ROW.match(ln)]

@@ -5,11 +5,8 @@ from __future__ import annotations
 import collections
 import gzip
 import json
-import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -21,12 +18,11 @@ from typing import Any
 
 import pytest
 
+import helpers
 import pysampler
 from pysampler import server as server_mod
 from workloads import busy_until, sleep_until, start_threads
 
-GO = shutil.which("go")
-ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")
 # urllib must not send loopback requests to a proxy from the environment
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -106,19 +102,7 @@ def collapsed_self(body: bytes) -> collections.Counter[str]:
 
 
 def go_pprof_top(target: str, tmp_path: Path) -> list[list[str]]:
-    if GO is None:
-        pytest.skip("go tool pprof is not installed")
-    env = {**os.environ, "PPROF_TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
-    out = subprocess.run(
-        [GO, "tool", "pprof", "-top", target],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    return [ln.split() for ln in out.stdout.splitlines() if ROW.match(ln)]
+    return helpers.go_pprof_top(target, tmp_path)[1]
 
 
 # -- profiles -------------------------------------------------------------

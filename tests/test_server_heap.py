@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,12 +17,11 @@ from typing import Any
 
 import pytest
 
+import helpers
 import pysampler
 from pysampler import server as server_mod
 from test_server import Reply, get, wait_for
 
-GO = shutil.which("go")
-ROW = re.compile(r"^\s*[\d.]+\w*B\s+[\d.]+%")
 MIB = 1 << 20
 #: a fine rate keeps a few MiB well sampled in a short test
 RATE = 64 * 1024
@@ -97,22 +94,7 @@ def churn_16_mib(kept: list[bytes]) -> None:
 
 def pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[list[str]]]:
     """go tool pprof -top on a file or URL: (its output, the table's rows)."""
-    if GO is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("go (Debian golang-go) is required to test pprof output")
-        pytest.skip("go tool pprof is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
-    env.update(PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path), NO_PROXY="*", no_proxy="*")
-    out = subprocess.run(
-        [GO, "tool", "pprof", *flags, "-top", target],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout, [ln.split() for ln in out.stdout.splitlines() if ROW.match(ln)]
+    return helpers.go_pprof_top(target, tmp_path, *flags)
 
 
 def top_function(body: bytes, tmp_path: Path, sample_index: str) -> str:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+import helpers
+
 CURL = shutil.which("curl")
-GO = shutil.which("go")
-ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")
 
 #: The program under test: it knows nothing of pysampler.
 APP = textwrap.dedent(
@@ -132,21 +132,7 @@ def curl(*args: str, cwd: Path | None = None) -> tuple[int, dict[str, str], byte
 
 
 def go_pprof_top(target: str, tmp_path: Path) -> list[list[str]]:
-    if GO is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("go (Debian golang-go) is required")
-        pytest.skip("go tool pprof is not installed")
-    env = _env(PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path))
-    out = subprocess.run(
-        [GO, "tool", "pprof", "-top", target],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    return [ln.split() for ln in out.stdout.splitlines() if ROW.match(ln)]
+    return helpers.go_pprof_top(target, tmp_path)[1]
 
 
 def top_self(cpuprofile: bytes) -> str:
