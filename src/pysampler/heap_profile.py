@@ -27,7 +27,14 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from pysampler.profile import Frame, FunctionStat, PathLike, _column, function_stats
+from pysampler.profile import (
+    Frame,
+    FunctionStat,
+    PathLike,
+    _column,
+    check_stack_tree,
+    function_stats,
+)
 
 VIEWS = ("inuse", "alloc")
 
@@ -96,16 +103,9 @@ class HeapProfile:
         for name in ("size", "alloc_count", "inuse_count"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"row column {name} differs in length from stack")
-        if n and (self.stack.min() < 0 or self.stack.max() >= len(self.stack_parent)):
-            raise ValueError("a row refers to a stack node that does not exist")
+        check_stack_tree(self.frames, self.stack_parent, self.stack_frame, self.stack, "row")
         if n and (self.size.min() < 0 or self.alloc_count.min() < 0 or self.inuse_count.min() < 0):
             raise ValueError("sizes and counts must not be negative")
-        if len(self.stack_frame) and (
-            self.stack_frame.min() < 0 or self.stack_frame.max() >= len(self.frames)
-        ):
-            raise ValueError("a stack node refers to a frame that does not exist")
-        if (self.stack_parent >= np.arange(len(self.stack_parent))).any():
-            raise ValueError("a stack node's parent must come before it")
 
     # -- estimates -----------------------------------------------------
     @property

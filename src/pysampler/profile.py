@@ -139,16 +139,9 @@ class Profile:
         for name in ("thread", "time_ns", "cpu_ns", "wall_ns"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"sample column {name} differs in length from stack")
-        if n and (self.stack.min() < 0 or self.stack.max() >= len(self.stack_parent)):
-            raise ValueError("a sample refers to a stack node that does not exist")
+        check_stack_tree(self.frames, self.stack_parent, self.stack_frame, self.stack, "sample")
         if n and (self.thread.min() < 0 or self.thread.max() >= len(self.threads)):
             raise ValueError("a sample refers to a thread that does not exist")
-        if len(self.stack_frame) and (
-            self.stack_frame.min() < 0 or self.stack_frame.max() >= len(self.frames)
-        ):
-            raise ValueError("a stack node refers to a frame that does not exist")
-        if (self.stack_parent >= np.arange(len(self.stack_parent))).any():
-            raise ValueError("a stack node's parent must come before it")
 
     # -- basic views ---------------------------------------------------
     @property
@@ -350,3 +343,20 @@ def function_stats(
     ]
     rows.sort(key=lambda r: (-r.self_value, -r.total_value, r.function))
     return rows
+
+
+def check_stack_tree(
+    frames: tuple[Frame, ...],
+    stack_parent: npt.NDArray[Any],
+    stack_frame: npt.NDArray[Any],
+    stack: npt.NDArray[Any],
+    row: str,
+) -> None:
+    """Raise ValueError unless the stack tree is well formed and every
+    ``row`` (sample, row) points at one of its nodes."""
+    if len(stack) and (stack.min() < 0 or stack.max() >= len(stack_parent)):
+        raise ValueError(f"a {row} refers to a stack node that does not exist")
+    if len(stack_frame) and (stack_frame.min() < 0 or stack_frame.max() >= len(frames)):
+        raise ValueError("a stack node refers to a frame that does not exist")
+    if (stack_parent >= np.arange(len(stack_parent))).any():
+        raise ValueError("a stack node's parent must come before it")
