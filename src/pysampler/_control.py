@@ -201,8 +201,7 @@ def _after_fork_in_child() -> None:
     # thread that does not exist here.
     global _lock, _session
     _lock = threading.RLock()
-    if _session is not None:
-        _session = None
+    _session = None
     _sampler.after_fork_child()
 
 
