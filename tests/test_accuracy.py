@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 import pysampler
 from helpers import function_share, thread_value
 from pysampler.profile import TRUNCATED_FUNCTION
-from workloads import busy_until, hot_and_cold, recurse, sleep_until, spin_cpu, start_threads
+from workloads import busy_until, hot_and_cold, recurse, running_threads, sleep_until, spin_cpu
 
 
 def test_function_with_75_percent_of_cpu_gets_75_percent() -> None:
@@ -22,15 +20,8 @@ def test_function_with_75_percent_of_cpu_gets_75_percent() -> None:
 
 
 def test_cpu_mode_ignores_sleeping_thread() -> None:
-    stop = threading.Event()
-    threads = start_threads({"sleepy": sleep_until}, stop)
-    try:
-        with pysampler.profile(hz=200, mode="cpu") as p:
-            spin_cpu(1.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    with running_threads({"sleepy": sleep_until}), pysampler.profile(hz=200, mode="cpu") as p:
+        spin_cpu(1.0)
     _, busy_ns = thread_value(p.profile, "MainThread")
     sleepy_n, sleepy_ns = thread_value(p.profile, "sleepy")
     assert busy_ns > 0.8e9
@@ -39,15 +30,9 @@ def test_cpu_mode_ignores_sleeping_thread() -> None:
 
 
 def test_wall_mode_counts_sleeping_thread_like_busy_one() -> None:
-    stop = threading.Event()
-    threads = start_threads({"sleepy": sleep_until, "busy": busy_until}, stop)
-    try:
-        with pysampler.profile(hz=200, mode="wall") as p:
-            spin_cpu(1.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    sides = {"sleepy": sleep_until, "busy": busy_until}
+    with running_threads(sides), pysampler.profile(hz=200, mode="wall") as p:
+        spin_cpu(1.0)
     _, sleepy_ns = thread_value(p.profile, "sleepy")
     busy_n, busy_ns = thread_value(p.profile, "busy")
     assert busy_n > 50
@@ -57,17 +42,10 @@ def test_wall_mode_counts_sleeping_thread_like_busy_one() -> None:
 
 
 def test_every_live_thread_appears_with_its_name() -> None:
-    stop = threading.Event()
     names = {f"worker-{i}": busy_until for i in range(4)}
     names["napper"] = sleep_until
-    threads = start_threads(names, stop)
-    try:
-        with pysampler.profile(hz=500, mode="wall") as p:
-            spin_cpu(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    with running_threads(names) as threads, pysampler.profile(hz=500, mode="wall") as p:
+        spin_cpu(0.5)
     seen = {t.name: t for t in p.profile.threads}
     for t in threads:
         assert t.name in seen
@@ -78,15 +56,11 @@ def test_every_live_thread_appears_with_its_name() -> None:
 
 
 def test_thread_started_during_session_is_sampled_with_name() -> None:
-    stop = threading.Event()
     pysampler.start(hz=500, mode="cpu")
     try:
-        threads = start_threads({"latecomer": busy_until}, stop)
-        spin_cpu(0.5)
+        with running_threads({"latecomer": busy_until}):
+            spin_cpu(0.5)
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
         prof = pysampler.stop()
     n, ns = thread_value(prof, "latecomer")
     assert n > 10 and ns > 0.05e9

@@ -4,7 +4,6 @@ speedscope read (Profiler.Profile), checked field by field."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +11,14 @@ import pytest
 
 import pysampler
 from pysampler import Profile
-from workloads import Worker, hot_and_cold, sleep_until, start_threads
+from workloads import Worker, hot_and_cold, running_threads, sleep_until
 
 
 @pytest.fixture(scope="module")
 def profile() -> Profile:
-    stop = threading.Event()
-    threads = start_threads({"napper": sleep_until}, stop)
-    try:
-        with pysampler.profile(hz=500) as p:
-            hot_and_cold(0.5, 0.75)
-            Worker().crunch(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    with running_threads({"napper": sleep_until}), pysampler.profile(hz=500) as p:
+        hot_and_cold(0.5, 0.75)
+        Worker().crunch(0.1)
     return p.profile
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 import pysampler
 from pysampler import Profile
 from pysampler.formats import _protobuf as pb
-from workloads import Worker, busy_until, hot_and_cold, spin_cpu, start_threads
+from workloads import Worker, busy_until, hot_and_cold, running_threads, spin_cpu
 
 ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")
 GO = shutil.which("go")
@@ -35,16 +34,9 @@ def pprof(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def profile() -> Profile:
-    stop = threading.Event()
-    threads = start_threads({"side": busy_until}, stop)
-    try:
-        with pysampler.profile(hz=500) as p:
-            hot_and_cold(0.6, 0.75)
-            Worker().crunch(0.2)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    with running_threads({"side": busy_until}), pysampler.profile(hz=500) as p:
+        hot_and_cold(0.6, 0.75)
+        Worker().crunch(0.2)
     return p.profile
 
 

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,21 +18,14 @@ import pytest
 import pysampler
 from pysampler import Profile, formats
 from pysampler.formats import _protobuf as pb
-from workloads import Worker, busy_until, hot_and_cold, start_threads
+from workloads import Worker, busy_until, hot_and_cold, running_threads
 
 
 @pytest.fixture(scope="module")
 def profile() -> Profile:
-    stop = threading.Event()
-    threads = start_threads({"side": busy_until}, stop)
-    try:
-        with pysampler.profile(hz=500) as p:
-            hot_and_cold(0.3, 0.75)
-            Worker().crunch(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    with running_threads({"side": busy_until}), pysampler.profile(hz=500) as p:
+        hot_and_cold(0.3, 0.75)
+        Worker().crunch(0.1)
     return p.profile
 
 

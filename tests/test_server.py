@@ -21,7 +21,7 @@ import pytest
 import helpers
 import pysampler
 from pysampler import server as server_mod
-from workloads import busy_until, sleep_until, start_threads
+from workloads import busy_until, running_threads, sleep_until
 
 # urllib must not send loopback requests to a proxy from the environment
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,14 +67,8 @@ def server() -> Iterator[server_mod.Server]:
 @pytest.fixture
 def busy() -> Iterator[None]:
     """A thread burning CPU in workloads.spin_cpu for the whole test."""
-    stop = threading.Event()
-    threads = start_threads({"busy": busy_until}, stop)
-    try:
+    with running_threads({"busy": busy_until}):
         yield
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
 
 
 def cpuprofile_self_hits(body: bytes) -> collections.Counter[str]:
@@ -151,15 +145,9 @@ def test_profile_cpu_as_collapsed_with_sampling_interval(
 
 
 def test_wall_mode_counts_a_sleeping_thread(server: server_mod.Server) -> None:
-    stop = threading.Event()
-    threads = start_threads({"sleeper": sleep_until}, stop)
-    try:
+    with running_threads({"sleeper": sleep_until}):
         cpu = get(f"{server.url}/profile/cpu?duration=0.4&format=collapsed&mode=cpu")
         wall = get(f"{server.url}/profile/cpu?duration=0.4&format=collapsed&mode=wall")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     assert cpu.status == wall.status == 200
     # the sleeper wakes every 10 ms, so it may use a sample's worth of CPU
     slept_wall = collapsed_self(wall.body)["sleep_until"]
@@ -473,14 +461,8 @@ def test_go_tool_pprof_fetches_over_http(
 
 
 def test_fgprof_path_is_wall_time(server: server_mod.Server, tmp_path: Path) -> None:
-    stop = threading.Event()
-    threads = start_threads({"sleeper": sleep_until}, stop)
-    try:
+    with running_threads({"sleeper": sleep_until}):
         rows = go_pprof_top(f"{server.url}/debug/fgprof?seconds=0.5", tmp_path)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     names = {r[-1] for r in rows}
     assert "sleep_until" in names or "sleep" in names, rows
 

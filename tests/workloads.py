@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def spin_cpu(seconds: float) -> int:
@@ -55,11 +57,19 @@ class Worker:
         return spin_cpu(seconds)
 
 
-def start_threads(targets: dict[str, object], stop: threading.Event) -> list[threading.Thread]:
-    threads = [
-        threading.Thread(target=fn, args=(stop,), name=name)  # type: ignore[arg-type]
-        for name, fn in targets.items()
-    ]
+@contextmanager
+def running_threads(
+    targets: dict[str, Callable[[threading.Event], object]],
+) -> Iterator[list[threading.Thread]]:
+    """Run each ``name: fn(stop)`` in a thread of that name for the ``with``
+    block; on leaving it, set ``stop`` and join them all."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=fn, args=(stop,), name=name) for name, fn in targets.items()]
     for t in threads:
         t.start()
-    return threads
+    try:
+        yield threads
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
