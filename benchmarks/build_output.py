@@ -82,10 +82,11 @@ def raw_tables(
     n = events * threads
     period = int(1e9 / hz)
     # each thread spends its time in a Zipf-weighted set of leaves of its own
-    leaves = np.empty((threads, 2000), dtype=np.int32)
+    width = min(2000, nodes - nodes // 4)
+    leaves = np.empty((threads, width), dtype=np.int32)
     for t in range(threads):
-        leaves[t] = rng.choice(np.arange(nodes // 4, nodes), size=2000, replace=False)
-    pick = np.minimum(rng.zipf(1.3, size=n) - 1, 1999)
+        leaves[t] = rng.choice(np.arange(nodes // 4, nodes), size=width, replace=False)
+    pick = np.minimum(rng.zipf(1.3, size=n) - 1, width - 1)
     thread = np.tile(np.arange(threads, dtype=np.int32), events)
     stack = leaves[thread, pick].astype(np.int32)
     event_time = 1_000_000_000 + np.arange(events, dtype=np.int64) * period

@@ -51,7 +51,7 @@ def _profiler(config: dict[str, Any], outdir: str) -> tuple[Callable[[], None], 
                 "served_by_timer": meta.served_by_timer,
                 "missed_ticks": meta.missed_ticks,
                 "dropped_samples": meta.dropped_samples,
-                "samples": len(prof.stack),
+                "samples": prof.sample_count,
                 "duration_s": meta.duration,
             }
 
