@@ -25,6 +25,7 @@ is always taken the same way, so it costs next to nothing).
 cimport cython
 from cpython cimport array
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
+from cpython.unicode cimport Py_UCS1, PyUnicode_1BYTE_DATA, PyUnicode_New
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -563,40 +564,52 @@ def tick_deltas(durations, int64_t unit):
     return out, tick
 
 
+cdef inline int _digits(uint64_t u) noexcept nogil:
+    cdef int d = 1
+    while u >= 10:
+        u //= 10
+        d += 1
+    return d
+
+
+cdef inline uint64_t _magnitude(int64_t x) noexcept nogil:
+    # |x| without overflow at the most negative int64
+    return <uint64_t>(-(x + 1)) + 1 if x < 0 else <uint64_t>x
+
+
 def join_ints(values):
     """An integer column as decimal text, comma-separated (``1,-2,3``): the
     body of a JSON array, without making a Python int per value."""
     cdef _Held h = _Held(values)
     cdef View v = h.view
-    cdef Py_ssize_t i, w = 0
+    cdef Py_ssize_t i, size = 0, w = 0
     cdef int64_t x
     cdef uint64_t u
-    cdef char digits[24]
-    cdef int d
-    # at most 20 characters a value, and a comma
-    cdef bytearray text = bytearray(v.n * 21)
-    cdef char *o = text
+    cdef Py_ssize_t k
+    cdef Py_UCS1 *o
+    with nogil:
+        # one pass to size the text exactly, one to write it
+        for i in range(v.n):
+            x = _get(v, i)
+            size += _digits(_magnitude(x)) + (x < 0) + (i > 0)
+    cdef str text = PyUnicode_New(size, 127)
+    o = PyUnicode_1BYTE_DATA(text)
     with nogil:
         for i in range(v.n):
             if i:
-                o[w] = b","
+                o[w] = 44  # ","
                 w += 1
             x = _get(v, i)
             if x < 0:
-                o[w] = b"-"
+                o[w] = 45  # "-"
                 w += 1
-                u = <uint64_t>(-(x + 1)) + 1
-            else:
-                u = <uint64_t>x
-            d = 0
-            while True:
-                digits[d] = <char>(48 + u % 10)
-                d += 1
+            u = _magnitude(x)
+            w += _digits(u)
+            k = w
+            while True:  # digits from the last
+                k -= 1
+                o[k] = <Py_UCS1>(48 + u % 10)
                 u //= 10
                 if u == 0:
                     break
-            while d:
-                d -= 1
-                o[w] = digits[d]
-                w += 1
-    return text[:w].decode("ascii")
+    return text
