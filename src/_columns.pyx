@@ -228,22 +228,14 @@ cdef int _groups_grow(_Groups *g) noexcept nogil:
     cdef Py_ssize_t nslots = cap * 2, i, s
     cdef int64_t *slots
     cdef void *p
-    p = realloc(g.a, cap * sizeof(int64_t))
-    if p == NULL:
-        return -1
-    g.a = <int64_t *>p
-    p = realloc(g.b, cap * sizeof(int64_t))
-    if p == NULL:
-        return -1
-    g.b = <int64_t *>p
-    p = realloc(g.c, cap * sizeof(int64_t))
-    if p == NULL:
-        return -1
-    g.c = <int64_t *>p
-    p = realloc(g.v, cap * sizeof(int64_t))
-    if p == NULL:
-        return -1
-    g.v = <int64_t *>p
+    cdef int64_t **column[4]
+    cdef int k
+    column[0], column[1], column[2], column[3] = &g.a, &g.b, &g.c, &g.v
+    for k in range(4):
+        p = realloc(column[k][0], cap * sizeof(int64_t))
+        if p == NULL:
+            return -1
+        column[k][0] = <int64_t *>p
     slots = <int64_t *>malloc(nslots * sizeof(int64_t))
     if slots == NULL:
         return -1

@@ -116,33 +116,31 @@ def test_runner_rejects_unknown_names(tmp_path: Path) -> None:
     assert not (tmp_path / "results.json").exists()
 
 
-def test_build_output_benchmark_times_each_format(tmp_path: Path) -> None:
-    out = tmp_path / "build.json"
+def run_benchmark(script: str, *args: str) -> None:
+    """Run ``benchmarks/<script>`` with this interpreter; it must succeed."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "build_output.py"),
-            "--seconds",
-            "2",
-            "--hz",
-            "100",
-            "--threads",
-            "2",
-            "--nodes",
-            "300",
-            "--rounds",
-            "1",
-            "--formats",
-            "pprof,cpuprofile",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env=dict(os.environ),
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_output_benchmark_times_each_format(tmp_path: Path) -> None:
+    out = tmp_path / "build.json"
+    size = ("--seconds", "2", "--hz", "100", "--threads", "2", "--nodes", "300")
+    run_benchmark(
+        "build_output.py",
+        *size,
+        "--rounds",
+        "1",
+        "--formats",
+        "pprof,cpuprofile",
+        "--json",
+        str(out),
+    )
     data = json.loads(out.read_text())
     assert data["rows"] == 2 * 100 * 2
     assert set(data["table"]) == {"pprof", "cpuprofile"}
@@ -153,23 +151,7 @@ def test_build_output_benchmark_times_each_format(tmp_path: Path) -> None:
 
 def test_hook_startup_benchmark_reports_the_idle_endpoint(tmp_path: Path) -> None:
     out = tmp_path / "hook.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "hook_startup.py"),
-            "--runs",
-            "1",
-            "--enabled-runs",
-            "2",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")},
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_benchmark("hook_startup.py", "--runs", "1", "--enabled-runs", "2", "--json", str(out))
     idle = json.loads(out.read_text())["idle_endpoint"]
     assert idle["runs_each"] == 2
     assert idle["threads_difference"] == 1  # the endpoint's accept thread

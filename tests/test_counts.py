@@ -42,20 +42,15 @@ def merged() -> Profile:
     )
 
 
+def with_count(p: Profile, count: list[int] | None) -> Profile:
+    """``p``'s rows with another ``count`` (the default when None)."""
+    names = ("stack_parent", "stack_frame", "stack", "thread", "time_ns", "cpu_ns", "wall_ns")
+    columns = [p.column(n) for n in names]
+    return Profile(p.frames, *columns, p.threads, p.metadata, count=count)
+
+
 def test_count_defaults_to_one_sample_a_row() -> None:
-    p = merged()
-    same = Profile(
-        p.frames,
-        p.column("stack_parent"),
-        p.column("stack_frame"),
-        p.column("stack"),
-        p.column("thread"),
-        p.column("time_ns"),
-        p.column("cpu_ns"),
-        p.column("wall_ns"),
-        p.threads,
-        p.metadata,
-    )
+    same = with_count(merged(), None)
     assert same.column("count").tolist() == [1, 1, 1]
     assert same.sample_count == 3
 
@@ -72,21 +67,8 @@ def test_api_counts_samples_not_rows() -> None:
 
 
 def test_negative_count_is_refused() -> None:
-    p = merged()
     with pytest.raises(ValueError, match="count"):
-        Profile(
-            p.frames,
-            p.column("stack_parent"),
-            p.column("stack_frame"),
-            p.column("stack"),
-            p.column("thread"),
-            p.column("time_ns"),
-            p.column("cpu_ns"),
-            p.column("wall_ns"),
-            p.threads,
-            p.metadata,
-            count=[3, -1, 1],
-        )
+        with_count(merged(), [3, -1, 1])
 
 
 def _pprof_samples(data: bytes) -> list[list[int]]:

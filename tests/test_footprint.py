@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -209,20 +207,7 @@ class _App:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.url = self._wait_for_url()
-
-    def _wait_for_url(self, timeout: float = 30) -> str:
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if sel.select(0.5):
-                    line = self.proc.stderr.readline()
-                    if "profiling endpoint on " in line:
-                        return line.split("profiling endpoint on ")[1].strip()
-                    assert line, f"the app exited: {self.proc.communicate()}"
-        raise AssertionError("the endpoint did not start")
+        self.url = helpers.endpoint_url(self.proc)
 
     def numpy_modules(self) -> list[str]:
         out, err = self.proc.communicate("report\n", timeout=60)

@@ -41,7 +41,7 @@ def column(values: Any, typecode: str) -> array.array[Any]:
         if arr.ndim != 1:
             raise ValueError("profile columns must be one-dimensional")
         out: array.array[Any] = array.array(typecode)
-        out.frombytes(arr.tobytes())
+        out.frombytes(memoryview(arr).cast("B"))
         return out
     try:
         return array.array(typecode, values)

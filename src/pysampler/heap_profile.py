@@ -35,6 +35,7 @@ from pysampler.profile import (
     Frame,
     FunctionStat,
     PathLike,
+    StackColumns,
     check_stack_tree,
     function_stats,
 )
@@ -70,7 +71,7 @@ class HeapMetadata:
     frees_matched: int = 0  #: frees of sampled blocks seen
 
 
-class HeapProfile:
+class HeapProfile(StackColumns):
     """Frames, stack tree and per-(stack, size) sample counts.
 
     Args:
@@ -166,27 +167,8 @@ class HeapProfile:
             )
         return self._estimates[name]
 
-    def _view(self, name: str) -> npt.NDArray[Any]:
-        view = self._views.get(name)
-        if view is None:
-            source = self._columns[name] if name in COLUMNS else self.estimate(name)
-            view = self._views[name] = _arrays.numpy_view(source)
-        return view
-
-    @property
-    def stack_parent(self) -> npt.NDArray[np.int32]:
-        """Parent node id per stack-tree node, -1 for a root (numpy, read-only)."""
-        return self._view("stack_parent")
-
-    @property
-    def stack_frame(self) -> npt.NDArray[np.int32]:
-        """Frame id per stack-tree node (numpy, read-only)."""
-        return self._view("stack_frame")
-
-    @property
-    def stack(self) -> npt.NDArray[np.int32]:
-        """Per row, the leaf node of the allocating stack (numpy, read-only)."""
-        return self._view("stack")
+    def _source(self, name: str) -> array.array[Any]:
+        return self._columns[name] if name in COLUMNS else self.estimate(name)
 
     @property
     def size(self) -> npt.NDArray[np.int64]:
@@ -271,17 +253,6 @@ class HeapProfile:
         return other
 
     # -- stacks and functions ------------------------------------------
-    def stack_of(self, node: int) -> list[int]:
-        """Frame ids of a stack-tree node's path, root first."""
-        out: list[int] = []
-        parent = self._columns["stack_parent"]
-        frame = self._columns["stack_frame"]
-        while node >= 0:
-            out.append(frame[node])
-            node = parent[node]
-        out.reverse()
-        return out
-
     def stacks(self) -> list[tuple[list[int], int, float]]:
         """Distinct stacks of the current view: (frame ids root first,
         sample count, estimated bytes), heaviest first."""

@@ -115,7 +115,53 @@ SAMPLE_COLUMNS = {
 }
 
 
-class Profile:
+class StackColumns:
+    """What Profile and HeapProfile share: integer columns kept as
+    ``array.array``, read-only numpy views of them made on first access,
+    and a stack tree (``stack_parent``, ``stack_frame``) that the rows'
+    ``stack`` column points into."""
+
+    _columns: dict[str, array.array[int]]
+    _views: dict[str, npt.NDArray[Any]]
+
+    def _source(self, name: str) -> array.array[Any]:
+        """The array.array behind the numpy attribute ``name``."""
+        return self._columns[name]
+
+    def _view(self, name: str) -> npt.NDArray[Any]:
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = _arrays.numpy_view(self._source(name))
+        return view
+
+    @property
+    def stack_parent(self) -> npt.NDArray[np.int32]:
+        """Parent node id per stack-tree node, -1 for a root (numpy, read-only)."""
+        return self._view("stack_parent")
+
+    @property
+    def stack_frame(self) -> npt.NDArray[np.int32]:
+        """Frame id per stack-tree node (numpy, read-only)."""
+        return self._view("stack_frame")
+
+    @property
+    def stack(self) -> npt.NDArray[np.int32]:
+        """Per row, the leaf node of its stack (numpy, read-only)."""
+        return self._view("stack")
+
+    def stack_of(self, node: int) -> list[int]:
+        """Frame ids of a stack-tree node's path, root first."""
+        out: list[int] = []
+        parent = self._columns["stack_parent"]
+        frame = self._columns["stack_frame"]
+        while node >= 0:
+            out.append(frame[node])
+            node = parent[node]
+        out.reverse()
+        return out
+
+
+class Profile(StackColumns):
     """Frames, stack tree, per-sample columns, threads and metadata.
 
     A row stands for ``count`` samples of one thread in one stack (1 for
@@ -206,27 +252,6 @@ class Profile:
             name = "cpu_ns" if self.mode == "cpu" else "wall_ns"
         return self._columns[name]
 
-    def _view(self, name: str) -> npt.NDArray[Any]:
-        view = self._views.get(name)
-        if view is None:
-            view = self._views[name] = _arrays.numpy_view(self._columns[name])
-        return view
-
-    @property
-    def stack_parent(self) -> npt.NDArray[np.int32]:
-        """Parent node id per stack-tree node, -1 for a root (numpy, read-only)."""
-        return self._view("stack_parent")
-
-    @property
-    def stack_frame(self) -> npt.NDArray[np.int32]:
-        """Frame id per stack-tree node (numpy, read-only)."""
-        return self._view("stack_frame")
-
-    @property
-    def stack(self) -> npt.NDArray[np.int32]:
-        """Per row, the leaf node of its stack (numpy, read-only)."""
-        return self._view("stack")
-
     @property
     def thread(self) -> npt.NDArray[np.int32]:
         """Per row, an index into ``threads`` (numpy, read-only)."""
@@ -271,17 +296,6 @@ class Profile:
     @property
     def total_ns(self) -> int:
         return int(_columns.stats(self.column("values"))[2])
-
-    def stack_of(self, node: int) -> list[int]:
-        """Frame ids of a stack-tree node's path, root first."""
-        out: list[int] = []
-        parent = self._columns["stack_parent"]
-        frame = self._columns["stack_frame"]
-        while node >= 0:
-            out.append(frame[node])
-            node = parent[node]
-        out.reverse()
-        return out
 
     def stacks(self) -> list[tuple[int, list[int], int, int]]:
         """Distinct (thread, stack) pairs: (thread, frame ids root first,
