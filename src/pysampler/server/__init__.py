@@ -18,14 +18,11 @@ user-facing description and examples with curl and ``go tool pprof``.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import socket
 import socketserver
 import sys
 import threading
-import weakref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,7 +94,8 @@ class _HTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         )
 
 
-_servers: weakref.WeakSet[_HTTPServer] = weakref.WeakSet()
+#: the servers listening in this process (a server leaves when closed)
+_servers: set[_HTTPServer] = set()
 
 
 def _after_fork_in_child() -> None:
@@ -110,8 +108,10 @@ def _after_fork_in_child() -> None:
         sessions.reset_after_fork()
     for httpd in list(_servers):
         httpd.closing.set()
-        with contextlib.suppress(OSError):
+        try:
             httpd.socket.close()
+        except OSError:
+            continue
 
 
 if hasattr(os, "register_at_fork"):
@@ -158,6 +158,7 @@ class Server:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+        _servers.discard(self._httpd)
 
     def __enter__(self) -> Server:
         return self
@@ -208,7 +209,7 @@ def serve(
     if (
         isinstance(max_duration, bool)
         or not isinstance(max_duration, (int, float))
-        or not (math.isfinite(max_duration) and max_duration > 0)
+        or not 0 < max_duration < float("inf")  # false for NaN too
     ):
         raise ValueError(f"max_duration must be a positive number of seconds, not {max_duration!r}")
     if (
