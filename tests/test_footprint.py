@@ -207,7 +207,11 @@ class _App:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.url = helpers.endpoint_url(self.proc)
+        try:
+            self.url = helpers.endpoint_url(self.proc)
+        except BaseException:
+            self.kill()
+            raise
 
     def numpy_modules(self) -> list[str]:
         out, err = self.proc.communicate("report\n", timeout=60)
