@@ -88,6 +88,9 @@ class NotRunning(RuntimeError):
 
 MODES = {"cpu": 0, "wall": 1}
 
+#: bytes of one sample row (stack, thread, time, CPU and wall columns)
+SAMPLE_ROW_BYTES = 2 * sizeof(int32_t) + 3 * sizeof(int64_t)
+
 #: name of the pseudo-thread whose rows are asyncio task stacks
 TASKS_THREAD_NAME = "asyncio tasks"
 
@@ -138,15 +141,20 @@ def is_running():
     return ps_atomic_load(&ps_S.state) != PS_IDLE
 
 
-def stop():
-    """End the session and return its raw tables (see _sampler.pyi)."""
+def stop(bint discard=False):
+    """End the session and return its raw tables (see _sampler.pyi), or
+    None with ``discard``."""
     if ps_begin_stop() != PS_OK:
         raise NotRunning("the sampler is not running")
     with nogil:
         ps_join_timer()
     ps_end_stop()
+    # The state stays STOPPING until ps_reset(): copying the tables runs
+    # Python code (thread names, a collection's finalizers), where a
+    # signal handler may call start(), which must be refused rather than
+    # free the tables being read here.
     try:
-        return _raw_tables()
+        return None if discard else _raw_tables()
     finally:
         ps_reset()
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,9 +34,30 @@ DEFAULT_MAX_SAMPLES = 20_000_000
 DEFAULT_MAX_FRAMES = 1_000_000
 DEFAULT_MAX_NODES = 4_000_000
 
-# re-entrant: a signal handler may call stop() while this thread is inside
-# start() or stop() (the nested call then sees a consistent state)
+#: the largest sample table a session may ask for: rows of
+#: _sampler.SAMPLE_ROW_BYTES each (memory grows with use, up to this)
+MAX_SAMPLE_TABLE_BYTES = 4 << 30
+MAX_SAMPLES = MAX_SAMPLE_TABLE_BYTES // _sampler.SAMPLE_ROW_BYTES
+
+# Where the session is. A call that re-enters start() or stop() on the
+# same thread (a signal handler, a finalizer run by a collection inside
+# stop()) finds "starting" or "stopping" and is refused with a clear
+# error: waiting would deadlock, and going ahead would free the tables the
+# interrupted call is reading. Other threads wait on the lock instead.
+_IDLE, _STARTING, _RUNNING, _STOPPING = "idle", "starting", "running", "stopping"
+_BUSY = {
+    _STARTING: "a profiling session is already starting",
+    _RUNNING: "a profiling session is already running",
+    _STOPPING: "the profiling session is still stopping",
+}
+_NOT_RUNNING = {
+    _IDLE: "no profiling session is running",
+    _STARTING: "the profiling session is still starting",
+    _STOPPING: "the profiling session is already stopping",
+}
+# re-entrant, so that a nested call gets the error above, not a deadlock
 _lock = threading.RLock()
+_state = _IDLE
 _session: dict[str, Any] | None = None
 
 
@@ -85,20 +107,28 @@ def start(
             ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
             Python whose tasks cannot be read (3.15+, free-threaded).
     """
-    global _session
+    global _session, _state
     rate, kind = validate(hz, mode)
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-        raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
+    if (
+        isinstance(max_samples, bool)
+        or not isinstance(max_samples, int)
+        or not 1 <= max_samples <= MAX_SAMPLES
+    ):
+        raise ValueError(
+            f"max_samples must be an integer from 1 to {MAX_SAMPLES} "
+            f"({MAX_SAMPLE_TABLE_BYTES >> 20} MiB of samples), not {max_samples!r}"
+        )
     if not isinstance(asyncio, bool):
         raise ValueError(f"asyncio must be True or False, not {asyncio!r}")
     tasks = _asyncio.registry_config(max_tasks) if asyncio else None
     with _lock:
-        if _session is not None:
-            raise ProfilerAlreadyRunning("a profiling session is already running")
-        start_unix = time.time()
+        if _state != _IDLE:
+            raise ProfilerAlreadyRunning(_BUSY[_state])
+        _state = _STARTING
         try:
+            start_unix = time.time()
             _sampler.start(
                 rate,
                 kind,
@@ -110,45 +140,72 @@ def start(
                 tasks if kind == "wall" else None,
             )
         except _sampler.AlreadyRunning:
-            raise ProfilerAlreadyRunning("a profiling session is already running") from None
+            _state = _IDLE
+            raise ProfilerAlreadyRunning(_BUSY[_RUNNING]) from None
+        except BaseException:
+            _state = _IDLE
+            raise
         _session = {"hz": rate, "start_unix": start_unix}
+        _state = _RUNNING
 
 
 def stop() -> Profile:
     """Stop the running session and return its Profile.
 
     Raises:
-        ProfilerNotRunning: no session is running.
+        ProfilerNotRunning: no session is running (or one is still
+            starting or already stopping: a call from a signal handler that
+            interrupted start() or stop()).
     """
-    global _session
+    return stop_recording()()
+
+
+def stop_recording() -> Callable[[], Profile]:
+    """Stop the running session and copy its tables; return the function
+    that builds its Profile. Callers that hold a lock of their own build
+    the profile (the slow part) after releasing it.
+
+    Raises:
+        ProfilerNotRunning: as :func:`stop`.
+    """
+    global _session, _state
     with _lock:
-        if _session is None:
-            raise ProfilerNotRunning("no profiling session is running")
-        session, _session = _session, None
+        if _state != _RUNNING or _session is None:
+            raise ProfilerNotRunning(_NOT_RUNNING[_state])
+        session = _session
+        _state = _STOPPING
         try:
             raw = _sampler.stop()
         except _sampler.NotRunning:
-            raise ProfilerNotRunning("no profiling session is running") from None
-    return build_profile(raw, session["hz"], session["start_unix"])
+            raise ProfilerNotRunning(_NOT_RUNNING[_IDLE]) from None
+        finally:
+            _session = None
+            _state = _IDLE
+    return functools.partial(build_profile, raw, session["hz"], session["start_unix"])
 
 
 def is_running() -> bool:
     """True while a profiling session is running."""
-    return _session is not None
+    return _state == _RUNNING
 
 
 def cancel() -> bool:
     """Stop the running session, if any, and discard what it recorded.
 
     Returns:
-        Whether a session was running.
+        Whether a session was running (False also while one is still
+        starting or already stopping).
     """
-    global _session
+    global _session, _state
     with _lock:
-        if _session is None:
+        if _state != _RUNNING:
             return False
-        _session = None
-        _sampler.stop()
+        _state = _STOPPING
+        try:
+            _sampler.stop(discard=True)
+        finally:
+            _session = None
+            _state = _IDLE
         return True
 
 
@@ -199,9 +256,10 @@ def profile(hz: float = DEFAULT_HZ, mode: str = "cpu", **options: Any) -> Iterat
 def _after_fork_in_child() -> None:
     # The child has no timer thread; the lock may have been held by a
     # thread that does not exist here.
-    global _lock, _session
+    global _lock, _session, _state
     _lock = threading.RLock()
     _session = None
+    _state = _IDLE
     _sampler.after_fork_child()
 
 

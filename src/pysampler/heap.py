@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from pysampler import _sampler
 from pysampler._heap_build import build_heap_profile
@@ -43,7 +45,24 @@ MAX_ALLOC_RECORDS = 4_000_000
 #: sampled blocks in use tracked at once (32 bytes each, 64 MiB at most)
 MAX_LIVE = 1_000_000
 
-_lock = threading.Lock()
+# Where the session is; a call that re-enters start(), snapshot() or
+# stop() on the same thread (a signal handler, a finalizer run by a
+# collection while the tables are copied) finds "starting" or "stopping"
+# and gets a clear error instead of a deadlock. See _control for the same
+# scheme around the CPU sampler.
+_IDLE, _STARTING, _RUNNING, _STOPPING = "idle", "starting", "running", "stopping"
+_BUSY = {
+    _STARTING: "heap profiling is already starting",
+    _RUNNING: "heap profiling is already running",
+    _STOPPING: "heap profiling is still stopping",
+}
+_NOT_RUNNING = {
+    _IDLE: "heap profiling is not running",
+    _STARTING: "heap profiling is still starting",
+    _STOPPING: "heap profiling is already stopping",
+}
+_lock = threading.RLock()
+_state = _IDLE
 _start_unix: float | None = None
 
 __all__ = [
@@ -70,7 +89,7 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
         ProfilerAlreadyRunning: heap profiling is already running.
         ValueError: ``sample_bytes`` or ``max_depth`` is out of range.
     """
-    global _start_unix
+    global _start_unix, _state
     if (
         isinstance(sample_bytes, bool)
         or not isinstance(sample_bytes, (int, float))
@@ -81,10 +100,11 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
     with _lock:
-        if _start_unix is not None:
-            raise ProfilerAlreadyRunning("heap profiling is already running")
-        start_unix = time.time()
+        if _state != _IDLE:
+            raise ProfilerAlreadyRunning(_BUSY[_state])
+        _state = _STARTING
         try:
+            start_unix = time.time()
             _sampler.heap_start(
                 float(sample_bytes),
                 max_depth,
@@ -94,8 +114,13 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
                 MAX_LIVE,
             )
         except _sampler.AlreadyRunning:
-            raise ProfilerAlreadyRunning("heap profiling is already running") from None
+            _state = _IDLE
+            raise ProfilerAlreadyRunning(_BUSY[_RUNNING]) from None
+        except BaseException:
+            _state = _IDLE
+            raise
         _start_unix = start_unix
+        _state = _RUNNING
 
 
 def snapshot() -> HeapProfile:
@@ -110,8 +135,8 @@ def snapshot() -> HeapProfile:
         ProfilerNotRunning: heap profiling is not running.
     """
     with _lock:
-        if _start_unix is None:
-            raise ProfilerNotRunning("heap profiling is not running")
+        if _state != _RUNNING or _start_unix is None:
+            raise ProfilerNotRunning(_NOT_RUNNING.get(_state, _NOT_RUNNING[_IDLE]))
         start_unix = _start_unix
         raw = _sampler.heap_snapshot()
     return build_heap_profile(raw, start_unix, "inuse")
@@ -128,40 +153,62 @@ def stop() -> HeapProfile:
     Raises:
         ProfilerNotRunning: heap profiling is not running.
     """
-    global _start_unix
+    return stop_recording()()
+
+
+def stop_recording() -> Callable[[], HeapProfile]:
+    """Stop heap profiling and copy its tables; return the function that
+    builds the profile (the slow part, for callers to run outside a lock
+    of their own).
+
+    Raises:
+        ProfilerNotRunning: heap profiling is not running.
+    """
+    global _start_unix, _state
     with _lock:
-        if _start_unix is None:
-            raise ProfilerNotRunning("heap profiling is not running")
-        start_unix, _start_unix = _start_unix, None
-        raw = _sampler.heap_stop()
-    return build_heap_profile(raw, start_unix, "alloc")
+        if _state != _RUNNING or _start_unix is None:
+            raise ProfilerNotRunning(_NOT_RUNNING.get(_state, _NOT_RUNNING[_IDLE]))
+        start_unix = _start_unix
+        _state = _STOPPING
+        try:
+            raw = _sampler.heap_stop()
+        finally:
+            _start_unix = None
+            _state = _IDLE
+    return functools.partial(build_heap_profile, raw, start_unix, "alloc")
 
 
 def cancel() -> bool:
     """Stop heap profiling, if it runs, and discard what it recorded.
 
     Returns:
-        Whether a session was running.
+        Whether a session was running (False also while one is still
+        starting or already stopping).
     """
-    global _start_unix
+    global _start_unix, _state
     with _lock:
-        if _start_unix is None:
+        if _state != _RUNNING:
             return False
-        _start_unix = None
-        _sampler.heap_stop()
+        _state = _STOPPING
+        try:
+            _sampler.heap_stop()
+        finally:
+            _start_unix = None
+            _state = _IDLE
         return True
 
 
 def is_running() -> bool:
     """True while heap profiling is running."""
-    return _start_unix is not None
+    return _state == _RUNNING
 
 
 def _after_fork_in_child() -> None:
     # The child starts with no profiler: unhook before it allocates much.
-    global _lock, _start_unix
-    _lock = threading.Lock()
+    global _lock, _start_unix, _state
+    _lock = threading.RLock()
     _start_unix = None
+    _state = _IDLE
     _sampler.heap_after_fork_child()
 
 
