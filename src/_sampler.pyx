@@ -10,6 +10,7 @@ sampler itself; see core.h for how a sample is taken.
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.object cimport PyObject
+from cpython.pystate cimport PyInterpreterState
 
 import numpy as np
 
@@ -85,6 +86,17 @@ class AlreadyRunning(RuntimeError):
 class NotRunning(RuntimeError):
     """The native sampler runs no session."""
 
+
+cdef extern from "Python.h":
+    PyInterpreterState *PyInterpreterState_Get()
+    PyInterpreterState *PyInterpreterState_Main()
+
+# The package refuses subinterpreters before loading this module (see
+# pysampler/_support.py); this is the check of last resort, for a Python
+# where it cannot tell. The sampler walks the main interpreter only.
+if PyInterpreterState_Get() != PyInterpreterState_Main():
+    raise ImportError("pysampler cannot be imported in a subinterpreter: "
+                      "it samples the main interpreter only")
 
 MODES = {"cpu": 0, "wall": 1}
 

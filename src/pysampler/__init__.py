@@ -8,11 +8,21 @@
 
 from typing import TYPE_CHECKING
 
-from pysampler import heap
-from pysampler._control import Profiling, cancel, is_running, profile, start, stop
-from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
-from pysampler.heap_profile import HeapMetadata, HeapProfile
-from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
+from pysampler import _support
+
+# Before the native core loads: an untested CPython or a subinterpreter
+# gets an ImportError that says why (see _support).
+_support.check()
+
+from pysampler import heap  # noqa: E402
+from pysampler._control import Profiling, cancel, is_running, profile, start, stop  # noqa: E402
+from pysampler.errors import (  # noqa: E402
+    ProfilerAlreadyRunning,
+    ProfilerNotRunning,
+    PysamplerError,
+)
+from pysampler.heap_profile import HeapMetadata, HeapProfile  # noqa: E402
+from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo  # noqa: E402
 
 __version__ = "0.1.0"
 
