@@ -25,6 +25,7 @@ Python with no imports of the package: setup.py loads this file by path.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -65,7 +66,7 @@ def in_subinterpreter() -> bool:
     if is_main is not None:
         return not is_main()
     try:
-        import _xxsubinterpreters as interpreters  # 3.9-3.11
+        interpreters = importlib.import_module("_xxsubinterpreters")  # 3.9-3.11
     except ImportError:
         return False  # cannot tell here; the native module checks again
     return bool(interpreters.get_current() != interpreters.get_main())
