@@ -27,6 +27,8 @@ from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pysampler.server import Server
 
 
@@ -37,6 +39,7 @@ def serve(
     max_duration: float = 600.0,
     heap: bool = False,
     heap_sample_bytes: int = 512 * 1024,
+    allowed_hosts: "Iterable[str]" = (),
 ) -> "Server":
     """Serve profiles of this process over HTTP; see :func:`pysampler.server.serve`.
 
@@ -47,11 +50,13 @@ def serve(
         max_duration: longest profile a request may ask for, in seconds.
         heap: keep a heap profiling session running for ``/debug/pprof/heap``.
         heap_sample_bytes: mean bytes between heap samples for that session.
+        allowed_hosts: host names requests may address besides IP literals
+            and ``localhost`` (DNS rebinding guard); ``"*"`` allows any.
     """
     # Imported on use: http.server is not paid for by programs that never serve.
     from pysampler.server import serve as _serve
 
-    return _serve(port, host, token, max_duration, heap, heap_sample_bytes)
+    return _serve(port, host, token, max_duration, heap, heap_sample_bytes, allowed_hosts)
 
 
 __all__ = [

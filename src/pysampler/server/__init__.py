@@ -1,9 +1,14 @@
 """On-demand HTTP profiling endpoint: ``pysampler.serve(port)``.
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread. It costs nothing but
-an idle thread until a request asks for a profile, and it only uses the
-public API (start, stop, cancel, Profile.to_bytes), so one session at a
-time holds for the program's own profiling and for HTTP alike.
+A daemon thread accepts connections and reads request headers
+(:mod:`pysampler.server.listener`); each complete request is answered on a
+thread of its own by :mod:`pysampler.server.routes`, after the checks of
+:mod:`pysampler.server.guard` (Host, cross-origin browser requests). Every
+resource a client can make it hold is bounded in
+:mod:`pysampler.server.limits`. It costs nothing but an idle thread until a
+request asks for a profile, and it only uses the public API (start, stop,
+cancel, Profile.to_bytes), so one session at a time holds for the
+program's own profiling and for HTTP alike.
 
 Routes are listed in :data:`ROUTES`; see docs/http-endpoint.md for the
 user-facing description and examples with curl and ``go tool pprof``.
@@ -18,53 +23,75 @@ import os
 import socket
 import sys
 import threading
+import warnings
 import weakref
-from http.server import ThreadingHTTPServer
+from collections.abc import Iterable
 from typing import Any
 
 from pysampler import heap as _heap
-from pysampler.errors import ProfilerAlreadyRunning
-from pysampler.server import sessions
+from pysampler.errors import EndpointExposedWarning, ProfilerAlreadyRunning
+from pysampler.server import guard, sessions
+from pysampler.server.limits import Limits
+from pysampler.server.listener import Listener
 from pysampler.server.query import MAX_SAMPLE_BYTES, MIN_SAMPLE_BYTES, HttpError
 from pysampler.server.routes import ROUTES, Route, _Handler
 
-__all__ = ["DEFAULT_MAX_DURATION", "ROUTES", "Route", "Server", "serve"]
+__all__ = ["DEFAULT_MAX_DURATION", "ROUTES", "Limits", "Route", "Server", "serve"]
 
 DEFAULT_MAX_DURATION = 600.0
 #: mean bytes between heap samples for serve(heap=True): Go's default
 DEFAULT_HEAP_SAMPLE_BYTES = _heap.DEFAULT_SAMPLE_BYTES
 
-_log = logging.getLogger("pysampler.server")
+# Errors are logged, never printed over the program's output: without a
+# handler of its own, logging would print them to stderr (its "last
+# resort"). They show once the application configures logging.
+logging.getLogger("pysampler").addHandler(logging.NullHandler())
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # request threads never hold up interpreter exit
-    block_on_close = False
-    # SO_REUSEADDR lets a second process take a bound port on Windows
-    allow_reuse_address = sys.platform != "win32"
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR lets a second process take a bound port on Windows
+        if sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, address: tuple[str, int], token: str | None, max_duration: float) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+
+class _HTTPServer:
+    """What the request handlers see as ``self.server``: the endpoint's
+    settings and its listening socket."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        token: str | None,
+        max_duration: float,
+        allowed_hosts: frozenset[str] = frozenset(),
+        limits: Limits | None = None,
+    ) -> None:
         self.token = token
         self.max_duration = max_duration
+        self.allowed_hosts = allowed_hosts
+        self.limits = limits or Limits()
         self.closing = threading.Event()
-        super().__init__(address, _Handler)
+        self.socket = _bind(address[0], address[1], self.limits.backlog)
+        self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        self.listener = Listener(self.socket, self._answer, self.limits)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # As ThreadingMixIn does, with a name the profile makes sense of.
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name="pysampler-http-request",
-            daemon=True,
-        )
-        thread.start()
+    def _answer(self, sock: socket.socket, address: Any, head: bytes) -> None:
+        _Handler(sock, address, self, head)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Errors outside a handler (a reset during the request line):
-        # logged, never printed over the program's output by default.
-        _log.debug("pysampler: error on a connection from %s", client_address, exc_info=True)
+    def serve_forever(self) -> None:
+        self.listener.serve_forever()
+
+    def shutdown(self) -> None:
+        self.listener.shutdown()
 
 
 _servers: weakref.WeakSet[_HTTPServer] = weakref.WeakSet()
@@ -79,7 +106,7 @@ def _after_fork_in_child() -> None:
     for httpd in list(_servers):
         httpd.closing.set()
         with contextlib.suppress(OSError):
-            httpd.socket.close()
+            httpd.listener.close()
 
 
 if hasattr(os, "register_at_fork"):
@@ -122,7 +149,6 @@ class Server:
             if session is not None:
                 sessions.abort(session)
         self._httpd.shutdown()
-        self._httpd.server_close()
         self._thread.join()
 
     def __enter__(self) -> Server:
@@ -143,12 +169,14 @@ def serve(
     max_duration: float = DEFAULT_MAX_DURATION,
     heap: bool = False,
     heap_sample_bytes: int = DEFAULT_HEAP_SAMPLE_BYTES,
+    allowed_hosts: Iterable[str] = (),
 ) -> Server:
     """Serve profiles of this process over HTTP from a daemon thread.
 
     Args:
         port: TCP port; 0 picks a free one (read it from ``.port``).
-        host: address to bind; loopback unless you say otherwise.
+        host: address to bind; loopback unless you say otherwise. Binding
+            another address without a token warns (EndpointExposedWarning).
         token: when given, every request needs ``Authorization: Bearer <token>``.
         max_duration: longest profile a request may ask for, in seconds; also
             how long a session from ``/profile/cpu/start`` may run.
@@ -156,6 +184,10 @@ def serve(
             ``close()``, so ``/debug/pprof/heap`` and ``/debug/pprof/allocs``
             answer at once with everything since, as a Go program's do.
         heap_sample_bytes: mean bytes between heap samples for that session.
+        allowed_hosts: host names requests may address besides IP literals
+            and ``localhost`` (the name in their Host header; others are
+            refused, against DNS rebinding); ``"*"`` allows any. A name
+            given as ``host`` is allowed too.
 
     Returns:
         The running :class:`Server`; ``.close()`` stops it.
@@ -186,16 +218,28 @@ def serve(
             f"heap_sample_bytes must be an integer from {MIN_SAMPLE_BYTES} to "
             f"{MAX_SAMPLE_BYTES}, not {heap_sample_bytes!r}"
         )
-    httpd = _HTTPServer((host, port), token, float(max_duration))
+    if isinstance(allowed_hosts, str) or not all(isinstance(h, str) for h in allowed_hosts):
+        raise ValueError(f"allowed_hosts must be a list of host names, not {allowed_hosts!r}")
+    names = guard.allowed_names([*allowed_hosts, host])
+    httpd = _HTTPServer((host, port), token, float(max_duration), names)
+    bound = str(httpd.server_address[0])
+    if token is None and not guard.is_loopback(bound):
+        warnings.warn(
+            f"pysampler: the profiling endpoint listens on {bound} port "
+            f"{httpd.server_address[1]}, beyond this machine, without a token: anyone who "
+            "can reach it can profile this process and read its code paths. Pass "
+            "token=... (PYSAMPLER_TOKEN) or bind 127.0.0.1",
+            EndpointExposedWarning,
+            stacklevel=2,
+        )
     if heap:
         try:
             sessions.begin(httpd, "heap", resident=True, sample_bytes=heap_sample_bytes)
         except HttpError as exc:
-            httpd.server_close()
+            httpd.listener.close()
             raise ProfilerAlreadyRunning(str(exc.body["error"])) from None
     thread = threading.Thread(
         target=httpd.serve_forever,
-        kwargs={"poll_interval": 0.5},
         name="pysampler-http",
         daemon=True,
     )
