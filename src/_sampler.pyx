@@ -67,6 +67,7 @@ cdef extern from "_sampler/core.h" nogil:
     void ps_after_fork_child()
     int64_t ps_monotonic_ns()
     int ps_code_line(PyObject *code, int offset)
+    int ps_eval_breaker_set()
 
     # asyncio task stacks (tasks.h)
     ctypedef struct ps_tasks:
@@ -190,6 +191,12 @@ def after_fork_child():
 def monotonic_ns():
     """The clock the sampler stamps samples with."""
     return ps_monotonic_ns()
+
+
+def eval_breaker_set():
+    """True while this thread's eval breaker asks for work (tests check it
+    is clear once stop() has returned)."""
+    return ps_eval_breaker_set() != 0
 
 
 cdef object _copy_int32(int32_t *src, size_t n):

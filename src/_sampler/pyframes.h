@@ -231,6 +231,22 @@ static inline void ps_wake_main_thread(PyInterpreterState *interp)
 #endif
 }
 
+/* Whether the calling thread's eval breaker asks for work, GIL held. For
+ * tests: after stop() it must be clear, or every later safe point of the
+ * program takes the slow path (the leftover wake-up ps_end_stop guards
+ * against). */
+static inline int ps_eval_breaker_set(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13: per-thread breaker; its low 8 bits are the event flags
+     * (_PY_EVAL_EVENTS_MASK), the rest a version counter */
+    return (PyThreadState_Get()->eval_breaker & 0xFF) != 0;
+#else
+    /* 3.9-3.12: one breaker per interpreter (see ps_wake_main_thread) */
+    return _Py_atomic_load_relaxed(&PyInterpreterState_Get()->ceval.eval_breaker) != 0;
+#endif
+}
+
 /* True once interpreter finalization has begun: a native thread must not
  * try to take the GIL then (3.9-3.13 exit the thread, 3.14 hang it). */
 static inline int ps_finalizing(void)
