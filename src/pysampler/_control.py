@@ -20,6 +20,7 @@ from typing import Any
 
 from pysampler import _asyncio, _sampler
 from pysampler._build import build_profile
+from pysampler._session_state import IDLE, RUNNING, SessionState
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
 from pysampler.profile import Profile
 
@@ -39,25 +40,16 @@ DEFAULT_MAX_NODES = 4_000_000
 MAX_SAMPLE_TABLE_BYTES = 4 << 30
 MAX_SAMPLES = MAX_SAMPLE_TABLE_BYTES // _sampler.SAMPLE_ROW_BYTES
 
-# Where the session is. A call that re-enters start() or stop() on the
-# same thread (a signal handler, a finalizer run by a collection inside
-# stop()) finds "starting" or "stopping" and is refused with a clear
-# error: waiting would deadlock, and going ahead would free the tables the
-# interrupted call is reading. Other threads wait on the lock instead.
-_IDLE, _STARTING, _RUNNING, _STOPPING = "idle", "starting", "running", "stopping"
-_BUSY = {
-    _STARTING: "a profiling session is already starting",
-    _RUNNING: "a profiling session is already running",
-    _STOPPING: "the profiling session is still stopping",
-}
-_NOT_RUNNING = {
-    _IDLE: "no profiling session is running",
-    _STARTING: "the profiling session is still starting",
-    _STOPPING: "the profiling session is already stopping",
-}
-# re-entrant, so that a nested call gets the error above, not a deadlock
-_lock = threading.RLock()
-_state = _IDLE
+
+def _new_state() -> SessionState:
+    return SessionState(
+        "a profiling session", "the profiling session", "no profiling session is running"
+    )
+
+
+# One session per process; start/stop may re-enter from a signal handler
+# (see _session_state)
+_state = _new_state()
 _session: dict[str, Any] | None = None
 
 
@@ -107,7 +99,7 @@ def start(
             ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
             Python whose tasks cannot be read (3.15+, free-threaded).
     """
-    global _session, _state
+    global _session
     rate, kind = validate(hz, mode)
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
@@ -123,12 +115,9 @@ def start(
     if not isinstance(asyncio, bool):
         raise ValueError(f"asyncio must be True or False, not {asyncio!r}")
     tasks = _asyncio.registry_config(max_tasks) if asyncio else None
-    with _lock:
-        if _state != _IDLE:
-            raise ProfilerAlreadyRunning(_BUSY[_state])
-        _state = _STARTING
+    with _state.starting():
+        start_unix = time.time()
         try:
-            start_unix = time.time()
             _sampler.start(
                 rate,
                 kind,
@@ -140,13 +129,8 @@ def start(
                 tasks if kind == "wall" else None,
             )
         except _sampler.AlreadyRunning:
-            _state = _IDLE
-            raise ProfilerAlreadyRunning(_BUSY[_RUNNING]) from None
-        except BaseException:
-            _state = _IDLE
-            raise
+            raise ProfilerAlreadyRunning(_state.busy[RUNNING]) from None
         _session = {"hz": rate, "start_unix": start_unix}
-        _state = _RUNNING
 
 
 def stop() -> Profile:
@@ -168,25 +152,20 @@ def stop_recording() -> Callable[[], Profile]:
     Raises:
         ProfilerNotRunning: as :func:`stop`.
     """
-    global _session, _state
-    with _lock:
-        if _state != _RUNNING or _session is None:
-            raise ProfilerNotRunning(_NOT_RUNNING[_state])
-        session = _session
-        _state = _STOPPING
+    global _session
+    with _state.stopping():
+        session, _session = _session, None
+        assert session is not None
         try:
             raw = _sampler.stop()
         except _sampler.NotRunning:
-            raise ProfilerNotRunning(_NOT_RUNNING[_IDLE]) from None
-        finally:
-            _session = None
-            _state = _IDLE
+            raise ProfilerNotRunning(_state.not_running[IDLE]) from None
     return functools.partial(build_profile, raw, session["hz"], session["start_unix"])
 
 
 def is_running() -> bool:
     """True while a profiling session is running."""
-    return _state == _RUNNING
+    return _state.running
 
 
 def cancel() -> bool:
@@ -196,17 +175,13 @@ def cancel() -> bool:
         Whether a session was running (False also while one is still
         starting or already stopping).
     """
-    global _session, _state
-    with _lock:
-        if _state != _RUNNING:
-            return False
-        _state = _STOPPING
-        try:
-            _sampler.stop(discard=True)
-        finally:
-            _session = None
-            _state = _IDLE
-        return True
+    return _state.cancel(_discard)
+
+
+def _discard() -> None:
+    global _session
+    _session = None
+    _sampler.stop(discard=True)
 
 
 class Profiling:
@@ -256,10 +231,9 @@ def profile(hz: float = DEFAULT_HZ, mode: str = "cpu", **options: Any) -> Iterat
 def _after_fork_in_child() -> None:
     # The child has no timer thread; the lock may have been held by a
     # thread that does not exist here.
-    global _lock, _session, _state
-    _lock = threading.RLock()
+    global _session, _state
+    _state = _new_state()
     _session = None
-    _state = _IDLE
     _sampler.after_fork_child()
 
 

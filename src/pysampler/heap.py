@@ -26,13 +26,13 @@ import contextlib
 import functools
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 
 from pysampler import _sampler
 from pysampler._heap_build import build_heap_profile
-from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
+from pysampler._session_state import RUNNING, SessionState
+from pysampler.errors import ProfilerAlreadyRunning
 from pysampler.heap_profile import HeapProfile
 
 DEFAULT_SAMPLE_BYTES = 512 * 1024
@@ -45,24 +45,14 @@ MAX_ALLOC_RECORDS = 4_000_000
 #: sampled blocks in use tracked at once (32 bytes each, 64 MiB at most)
 MAX_LIVE = 1_000_000
 
-# Where the session is; a call that re-enters start(), snapshot() or
-# stop() on the same thread (a signal handler, a finalizer run by a
-# collection while the tables are copied) finds "starting" or "stopping"
-# and gets a clear error instead of a deadlock. See _control for the same
-# scheme around the CPU sampler.
-_IDLE, _STARTING, _RUNNING, _STOPPING = "idle", "starting", "running", "stopping"
-_BUSY = {
-    _STARTING: "heap profiling is already starting",
-    _RUNNING: "heap profiling is already running",
-    _STOPPING: "heap profiling is still stopping",
-}
-_NOT_RUNNING = {
-    _IDLE: "heap profiling is not running",
-    _STARTING: "heap profiling is still starting",
-    _STOPPING: "heap profiling is already stopping",
-}
-_lock = threading.RLock()
-_state = _IDLE
+
+def _new_state() -> SessionState:
+    return SessionState("heap profiling", "heap profiling", "heap profiling is not running")
+
+
+# One heap session per process; calls may re-enter from a signal handler
+# (see _session_state)
+_state = _new_state()
 _start_unix: float | None = None
 
 __all__ = [
@@ -89,7 +79,7 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
         ProfilerAlreadyRunning: heap profiling is already running.
         ValueError: ``sample_bytes`` or ``max_depth`` is out of range.
     """
-    global _start_unix, _state
+    global _start_unix
     if (
         isinstance(sample_bytes, bool)
         or not isinstance(sample_bytes, (int, float))
@@ -99,12 +89,9 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
         raise ValueError(f"sample_bytes must be a number from 1 to 2**40, not {sample_bytes!r}")
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
-    with _lock:
-        if _state != _IDLE:
-            raise ProfilerAlreadyRunning(_BUSY[_state])
-        _state = _STARTING
+    with _state.starting():
+        start_unix = time.time()
         try:
-            start_unix = time.time()
             _sampler.heap_start(
                 float(sample_bytes),
                 max_depth,
@@ -114,13 +101,8 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
                 MAX_LIVE,
             )
         except _sampler.AlreadyRunning:
-            _state = _IDLE
-            raise ProfilerAlreadyRunning(_BUSY[_RUNNING]) from None
-        except BaseException:
-            _state = _IDLE
-            raise
+            raise ProfilerAlreadyRunning(_state.busy[RUNNING]) from None
         _start_unix = start_unix
-        _state = _RUNNING
 
 
 def snapshot() -> HeapProfile:
@@ -134,10 +116,9 @@ def snapshot() -> HeapProfile:
     Raises:
         ProfilerNotRunning: heap profiling is not running.
     """
-    with _lock:
-        if _state != _RUNNING or _start_unix is None:
-            raise ProfilerNotRunning(_NOT_RUNNING.get(_state, _NOT_RUNNING[_IDLE]))
+    with _state.while_running():
         start_unix = _start_unix
+        assert start_unix is not None
         raw = _sampler.heap_snapshot()
     return build_heap_profile(raw, start_unix, "inuse")
 
@@ -164,17 +145,11 @@ def stop_recording() -> Callable[[], HeapProfile]:
     Raises:
         ProfilerNotRunning: heap profiling is not running.
     """
-    global _start_unix, _state
-    with _lock:
-        if _state != _RUNNING or _start_unix is None:
-            raise ProfilerNotRunning(_NOT_RUNNING.get(_state, _NOT_RUNNING[_IDLE]))
-        start_unix = _start_unix
-        _state = _STOPPING
-        try:
-            raw = _sampler.heap_stop()
-        finally:
-            _start_unix = None
-            _state = _IDLE
+    global _start_unix
+    with _state.stopping():
+        start_unix, _start_unix = _start_unix, None
+        assert start_unix is not None
+        raw = _sampler.heap_stop()
     return functools.partial(build_heap_profile, raw, start_unix, "alloc")
 
 
@@ -185,30 +160,25 @@ def cancel() -> bool:
         Whether a session was running (False also while one is still
         starting or already stopping).
     """
-    global _start_unix, _state
-    with _lock:
-        if _state != _RUNNING:
-            return False
-        _state = _STOPPING
-        try:
-            _sampler.heap_stop()
-        finally:
-            _start_unix = None
-            _state = _IDLE
-        return True
+    return _state.cancel(_discard)
+
+
+def _discard() -> None:
+    global _start_unix
+    _start_unix = None
+    _sampler.heap_stop()
 
 
 def is_running() -> bool:
     """True while heap profiling is running."""
-    return _state == _RUNNING
+    return _state.running
 
 
 def _after_fork_in_child() -> None:
     # The child starts with no profiler: unhook before it allocates much.
-    global _lock, _start_unix, _state
-    _lock = threading.RLock()
+    global _start_unix, _state
+    _state = _new_state()
     _start_unix = None
-    _state = _IDLE
     _sampler.heap_after_fork_child()
 
 
