@@ -69,6 +69,11 @@ def _answer_and_close(sock: socket.socket, status: int, reason: str, message: st
     with contextlib.suppress(OSError):
         sock.setblocking(False)
         sock.send(head.encode() + b"\r\n" + body)
+        # Read what has arrived unread: closing over unread bytes sends a
+        # reset, which can destroy the answer before the client reads it.
+        for _ in range(16):
+            if not sock.recv(65536):
+                break
     with contextlib.suppress(OSError):
         sock.close()
 
