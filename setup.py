@@ -8,11 +8,25 @@ package directory, the sampler's beside the C headers it includes
 """
 
 import os
+import runpy
 import sys
 
-from Cython.Build import cythonize
-from setuptools import Extension, setup
-from setuptools.command.build_py import build_py
+# CPython versions the native core was checked against: a newer one is
+# refused first thing (and by #error fences in pyframes.h and tasks.h),
+# unless PYSAMPLER_ALLOW_UNTESTED_PYTHON=1
+_here = os.path.dirname(os.path.abspath(__file__))
+_support = runpy.run_path(os.path.join(_here, "src", "pysampler", "_support.py"))
+_problem = _support["version_problem"]()
+if _problem is not None:
+    sys.exit(f"error: {_problem}")
+
+from Cython.Build import cythonize  # noqa: E402
+from setuptools import Extension, setup  # noqa: E402
+from setuptools.command.build_py import build_py  # noqa: E402
+
+define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if _support["untested_allowed"]():
+    define_macros.append(("PYSAMPLER_ALLOW_UNTESTED_PYTHON", "1"))
 
 extra_compile_args = []
 if sys.platform != "win32":
@@ -33,6 +47,7 @@ extension = Extension(
         "src/_sampler/heap.h",
         "src/_sampler/tasks.h",
     ],
+    define_macros=define_macros,
     extra_compile_args=extra_compile_args,
     libraries=libraries,
 )

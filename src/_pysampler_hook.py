@@ -7,6 +7,8 @@ for one dictionary look-up. Settings come from the environment:
 - ``PYSAMPLER_PORT``: TCP port (0 picks a free one and prints it).
 - ``PYSAMPLER_HOST``: address to bind (default ``127.0.0.1``).
 - ``PYSAMPLER_TOKEN``: when set, requests need ``Authorization: Bearer <token>``.
+- ``PYSAMPLER_ALLOWED_HOSTS``: comma-separated host names requests may
+  address besides IP literals and ``localhost`` (``*``: any).
 - ``PYSAMPLER_MAX_DURATION``: longest profile in seconds (default 600).
 - ``PYSAMPLER_HEAP``: ``1`` keeps a heap profiling session running from
   start-up, for ``/debug/pprof/heap`` (default off).
@@ -57,6 +59,7 @@ def _start() -> None:
         _warn(f"PYSAMPLER_MAX_DURATION={max_text!r} is not a number of seconds")
         return
     token = os.environ.get("PYSAMPLER_TOKEN") or None
+    allowed_hosts = [h for h in os.environ.get("PYSAMPLER_ALLOWED_HOSTS", "").split(",") if h]
     heap_text = os.environ.get("PYSAMPLER_HEAP", "").strip()
     if heap_text not in ("", "0", "1"):
         _warn(f"PYSAMPLER_HEAP={heap_text!r} is not 0 or 1")
@@ -77,6 +80,7 @@ def _start() -> None:
             max_duration=max_duration,
             heap=heap_text == "1",
             heap_sample_bytes=sample_bytes,
+            allowed_hosts=allowed_hosts,
         )
     except OSError as exc:
         _warn(f"cannot listen on {host} port {port} ({exc.strerror or exc})")

@@ -11,6 +11,7 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython cimport array
 from cpython.object cimport PyObject
+from cpython.pystate cimport PyInterpreterState
 
 import array
 
@@ -76,6 +77,7 @@ cdef extern from "_sampler/core.h" nogil:
     void ps_after_fork_child()
     int64_t ps_monotonic_ns()
     int ps_code_line(PyObject *code, int offset)
+    int ps_eval_breaker_set()
 
     # asyncio task stacks (tasks.h)
     ctypedef struct ps_tasks:
@@ -96,7 +98,21 @@ class NotRunning(RuntimeError):
     """The native sampler runs no session."""
 
 
+cdef extern from "Python.h":
+    PyInterpreterState *PyInterpreterState_Get()
+    PyInterpreterState *PyInterpreterState_Main()
+
+# The package refuses subinterpreters before loading this module (see
+# pysampler/_support.py); this is the check of last resort, for a Python
+# where it cannot tell. The sampler walks the main interpreter only.
+if PyInterpreterState_Get() != PyInterpreterState_Main():
+    raise ImportError("pysampler cannot be imported in a subinterpreter: "
+                      "it samples the main interpreter only")
+
 MODES = {"cpu": 0, "wall": 1}
+
+#: bytes of one sample row (stack, thread, time, CPU and wall columns)
+SAMPLE_ROW_BYTES = 2 * sizeof(int32_t) + 3 * sizeof(int64_t)
 
 #: name of the pseudo-thread whose rows are asyncio task stacks
 TASKS_THREAD_NAME = "asyncio tasks"
@@ -148,15 +164,20 @@ def is_running():
     return ps_atomic_load(&ps_S.state) != PS_IDLE
 
 
-def stop():
-    """End the session and return its raw tables (see _sampler.pyi)."""
+def stop(bint discard=False):
+    """End the session and return its raw tables (see _sampler.pyi), or
+    None with ``discard``."""
     if ps_begin_stop() != PS_OK:
         raise NotRunning("the sampler is not running")
     with nogil:
         ps_join_timer()
     ps_end_stop()
+    # The state stays STOPPING until ps_reset(): copying the tables runs
+    # Python code (thread names, a collection's finalizers), where a
+    # signal handler may call start(), which must be refused rather than
+    # free the tables being read here.
     try:
-        return _raw_tables()
+        return None if discard else _raw_tables()
     finally:
         ps_reset()
 
@@ -180,6 +201,12 @@ def after_fork_child():
 def monotonic_ns():
     """The clock the sampler stamps samples with."""
     return ps_monotonic_ns()
+
+
+def eval_breaker_set():
+    """True while this thread's eval breaker asks for work (tests check it
+    is clear once stop() has returned)."""
+    return ps_eval_breaker_set() != 0
 
 
 cdef array.array _copy_int32(const void *src, size_t n):

@@ -116,3 +116,37 @@ def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[li
     )
     assert out.returncode == 0, out.stderr
     return out.stdout, [ln.split() for ln in out.stdout.splitlines() if PPROF_ROW.match(ln)]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sources() -> list[str]:
+    """``[tool.cibuildwheel] test-sources``: all of the repository a wheel's
+    test step has (tests/run_installed.py runs there, from a copy)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r"^test-sources\s*=\s*\[([^\]]*)\]", text, re.MULTILINE)
+    assert match, "pyproject.toml has no [tool.cibuildwheel] test-sources"
+    return re.findall(r'"([^"]+)"', match.group(1))
+
+
+def repo_path(relative: str) -> Path:
+    """A file of the repository, outside tests/, that a test reads.
+
+    Wheels are tested from a copy of ``test-sources`` only, so reading
+    anything else passes here and fails in every wheel job of the release.
+    This fails at once instead, in the source tree too.
+    """
+    top = relative.split("/", 1)[0]
+    sources = test_sources()
+    assert top in sources, (
+        f"{relative} is outside [tool.cibuildwheel] test-sources {sources}: add {top!r} "
+        "there, or the wheels' test step cannot find it"
+    )
+    manifest = ROOT / "MANIFEST.in"  # absent from a wheel's test copy
+    if manifest.exists() and top not in ("tests", "pyproject.toml"):
+        # wheels are built, and their tests copied, from the sdist
+        assert re.search(rf"^graft {re.escape(top)}\s*$", manifest.read_text(), re.MULTILINE), (
+            f"MANIFEST.in does not graft {top}: the sdist, and so the wheels' tests, lack it"
+        )
+    return ROOT / relative

@@ -10,8 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNNER = ROOT / "benchmarks" / "run.py"
+import pytest
+
+from helpers import repo_path
+
+# the suite reads resource usage (getrusage): POSIX only
+pytest.importorskip("resource")
+
+RUNNER = repo_path("benchmarks/run.py")
 
 
 def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
@@ -119,7 +125,7 @@ def test_runner_rejects_unknown_names(tmp_path: Path) -> None:
 def run_benchmark(script: str, *args: str) -> None:
     """Run ``benchmarks/<script>`` with this interpreter; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        [sys.executable, str(repo_path(f"benchmarks/{script}")), *args],
         capture_output=True,
         text=True,
         timeout=300,

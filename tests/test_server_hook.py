@@ -243,6 +243,18 @@ def test_token_from_the_environment(tmp_path: Path) -> None:
         running.kill()
 
 
+def test_allowed_hosts_from_the_environment(tmp_path: Path) -> None:
+    running = App(tmp_path, 60, PYSAMPLER_PORT="0", PYSAMPLER_ALLOWED_HOSTS="profiler.test")
+    try:
+        url = running.wait_for_url()
+        port = url.rsplit(":", 1)[1]
+        for host, status in (("profiler.test", 200), ("other.test", 403), ("127.0.0.1", 200)):
+            got = curl("-H", f"Host: {host}:{port}", f"{url}/debug/pprof/")[0]
+            assert got == status, host
+    finally:
+        running.kill()
+
+
 # -- the program comes first --------------------------------------------------------
 
 

@@ -80,6 +80,13 @@
 
 #include <Python.h>
 
+/* The fences below were checked against CPython 3.9 to 3.15; a newer one
+ * is refused, as in pyframes.h, unless PYSAMPLER_ALLOW_UNTESTED_PYTHON is
+ * defined. The 3.14+ branches read task and frame internals. */
+#if PY_VERSION_HEX >= 0x03100000 && !defined(PYSAMPLER_ALLOW_UNTESTED_PYTHON)
+#  error "pysampler's asyncio task reader was checked against CPython 3.9 to 3.15 only. Set PYSAMPLER_ALLOW_UNTESTED_PYTHON=1 to build anyway (for testing)."
+#endif
+
 #if PY_VERSION_HEX >= 0x030E0000
 #  ifndef Py_BUILD_CORE
 #    define Py_BUILD_CORE 1

@@ -10,11 +10,14 @@ else, so a program that imports it and is not profiling (or whose start-up
 hook only opened the HTTP endpoint) does not hold the profiler's modules.
 """
 
+import atexit
 import sys
 import types
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pysampler import heap
     from pysampler._control import Profiling, cancel, is_running, profile, start, stop
     from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
@@ -23,6 +26,26 @@ if TYPE_CHECKING:
     from pysampler.server import Server
 
 __version__ = "0.1.0"
+
+from pysampler import _support  # noqa: E402
+
+# Before the native core loads: an untested CPython or a subinterpreter
+# gets an ImportError that says why (see _support).
+_support.check()
+
+
+def _stop_at_exit() -> None:
+    # Stop a running session at interpreter exit. Registered here, at
+    # `import pysampler`, rather than when the session controls load (on
+    # first use): atexit runs handlers last-in first-out, and a handler the
+    # program registers after importing pysampler may still stop a session
+    # and save its profile.
+    control = sys.modules.get("pysampler._control")
+    if control is not None:
+        control._stop_at_exit()
+
+
+atexit.register(_stop_at_exit)
 
 #: public name -> the module that defines it
 _LAZY = {
@@ -89,6 +112,7 @@ def serve(
     max_duration: float = 600.0,
     heap: bool = False,
     heap_sample_bytes: int = 512 * 1024,
+    allowed_hosts: "Iterable[str]" = (),
 ) -> "Server":
     """Serve profiles of this process over HTTP; see :func:`pysampler.server.serve`.
 
@@ -99,11 +123,13 @@ def serve(
         max_duration: longest profile a request may ask for, in seconds.
         heap: keep a heap profiling session running for ``/debug/pprof/heap``.
         heap_sample_bytes: mean bytes between heap samples for that session.
+        allowed_hosts: host names requests may address besides IP literals
+            and ``localhost`` (DNS rebinding guard); ``"*"`` allows any.
     """
     # Imported on use: a program that never serves does not pay for it.
     from pysampler.server import serve as _serve
 
-    return _serve(port, host, token, max_duration, heap, heap_sample_bytes)
+    return _serve(port, host, token, max_duration, heap, heap_sample_bytes, allowed_hosts)
 
 
 __all__ = [

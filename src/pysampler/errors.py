@@ -13,3 +13,7 @@ class ProfilerAlreadyRunning(PysamplerError, RuntimeError):
 
 class ProfilerNotRunning(PysamplerError, RuntimeError):
     """``stop()`` was called while no profiling session is running."""
+
+
+class EndpointExposedWarning(UserWarning):
+    """The HTTP endpoint listens beyond loopback without a token."""

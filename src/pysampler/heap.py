@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import os
-import threading
 import time
+from collections.abc import Callable
 
 from pysampler import _sampler
 from pysampler._heap_build import build_heap_profile
-from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
+from pysampler._session_state import RUNNING, SessionState
+from pysampler.errors import ProfilerAlreadyRunning
 from pysampler.heap_profile import HeapProfile
 
 DEFAULT_SAMPLE_BYTES = 512 * 1024
@@ -43,7 +45,14 @@ MAX_ALLOC_RECORDS = 4_000_000
 #: sampled blocks in use tracked at once (32 bytes each, 64 MiB at most)
 MAX_LIVE = 1_000_000
 
-_lock = threading.Lock()
+
+def _new_state() -> SessionState:
+    return SessionState("heap profiling", "heap profiling", "heap profiling is not running")
+
+
+# One heap session per process; calls may re-enter from a signal handler
+# (see _session_state)
+_state = _new_state()
 _start_unix: float | None = None
 
 __all__ = [
@@ -80,9 +89,7 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
         raise ValueError(f"sample_bytes must be a number from 1 to 2**40, not {sample_bytes!r}")
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
-    with _lock:
-        if _start_unix is not None:
-            raise ProfilerAlreadyRunning("heap profiling is already running")
+    with _state.starting():
         start_unix = time.time()
         try:
             _sampler.heap_start(
@@ -94,7 +101,7 @@ def start(sample_bytes: int = DEFAULT_SAMPLE_BYTES, *, max_depth: int = DEFAULT_
                 MAX_LIVE,
             )
         except _sampler.AlreadyRunning:
-            raise ProfilerAlreadyRunning("heap profiling is already running") from None
+            raise ProfilerAlreadyRunning(_state.busy[RUNNING]) from None
         _start_unix = start_unix
 
 
@@ -109,10 +116,9 @@ def snapshot() -> HeapProfile:
     Raises:
         ProfilerNotRunning: heap profiling is not running.
     """
-    with _lock:
-        if _start_unix is None:
-            raise ProfilerNotRunning("heap profiling is not running")
+    with _state.while_running():
         start_unix = _start_unix
+        assert start_unix is not None
         raw = _sampler.heap_snapshot()
     return build_heap_profile(raw, start_unix, "inuse")
 
@@ -128,39 +134,50 @@ def stop() -> HeapProfile:
     Raises:
         ProfilerNotRunning: heap profiling is not running.
     """
+    return stop_recording()()
+
+
+def stop_recording() -> Callable[[], HeapProfile]:
+    """Stop heap profiling and copy its tables; return the function that
+    builds the profile (the slow part, for callers to run outside a lock
+    of their own).
+
+    Raises:
+        ProfilerNotRunning: heap profiling is not running.
+    """
     global _start_unix
-    with _lock:
-        if _start_unix is None:
-            raise ProfilerNotRunning("heap profiling is not running")
+    with _state.stopping():
         start_unix, _start_unix = _start_unix, None
+        assert start_unix is not None
         raw = _sampler.heap_stop()
-    return build_heap_profile(raw, start_unix, "alloc")
+    return functools.partial(build_heap_profile, raw, start_unix, "alloc")
 
 
 def cancel() -> bool:
     """Stop heap profiling, if it runs, and discard what it recorded.
 
     Returns:
-        Whether a session was running.
+        Whether a session was running (False also while one is still
+        starting or already stopping).
     """
+    return _state.cancel(_discard)
+
+
+def _discard() -> None:
     global _start_unix
-    with _lock:
-        if _start_unix is None:
-            return False
-        _start_unix = None
-        _sampler.heap_stop()
-        return True
+    _start_unix = None
+    _sampler.heap_stop()
 
 
 def is_running() -> bool:
     """True while heap profiling is running."""
-    return _start_unix is not None
+    return _state.running
 
 
 def _after_fork_in_child() -> None:
     # The child starts with no profiler: unhook before it allocates much.
-    global _lock, _start_unix
-    _lock = threading.Lock()
+    global _start_unix, _state
+    _state = _new_state()
     _start_unix = None
     _sampler.heap_after_fork_child()
 

@@ -1,16 +1,20 @@
 """On-demand HTTP profiling endpoint: ``pysampler.serve(port)``.
 
-A stdlib threading TCP server in a daemon thread, speaking HTTP through
-``http.server``'s request handler. It costs nothing but an idle thread until
-a request asks for a profile, and it only uses the public API (start, stop,
-cancel, Profile.to_bytes), so one session at a time holds for the program's
-own profiling and for HTTP alike.
+A daemon thread accepts connections and reads request headers
+(:mod:`pysampler.server.listener`); each complete request is answered on a
+thread of its own by :mod:`pysampler.server.routes`, after the checks of
+:mod:`pysampler.server.guard` (Host, cross-origin browser requests). Every
+resource a client can make it hold is bounded in
+:mod:`pysampler.server.limits`. It costs nothing but an idle thread until a
+request asks for a profile, and it only uses the public API (start, stop,
+cancel, Profile.to_bytes), so one session at a time holds for the
+program's own profiling and for HTTP alike.
 
 Footprint: an idle endpoint (``PYSAMPLER_PORT`` set, nobody profiling) is
 one thread and a socket. Only what listening needs is imported with this
-module (socket, socketserver, threading); the routes, the HTTP machinery
-(``http.server`` pulls in email, http.client and ssl) and the profiler
-itself are imported by the first request.
+module (socket, selectors, threading); the routes, the HTTP machinery
+(``http.server`` pulls in email, http.client and ssl), logging and the
+profiler itself are imported by the first request.
 
 Routes are listed in :data:`ROUTES`; see docs/http-endpoint.md for the
 user-facing description and examples with curl and ``go tool pprof``.
@@ -20,17 +24,20 @@ from __future__ import annotations
 
 import os
 import socket
-import socketserver
 import sys
 import threading
 
+from pysampler.server.limits import Limits
+from pysampler.server.listener import Listener
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
     from pysampler.server.routes import Route
 
-__all__ = ["DEFAULT_MAX_DURATION", "ROUTES", "Route", "Server", "serve"]
+__all__ = ["DEFAULT_MAX_DURATION", "ROUTES", "Limits", "Route", "Server", "serve"]
 
 DEFAULT_MAX_DURATION = 600.0
 #: mean bytes between heap samples for serve(heap=True): Go's default
@@ -52,46 +59,53 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'pysampler.server' has no attribute {name!r}")
 
 
-class _HTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    # http.server.HTTPServer adds nothing needed here but a reverse DNS
-    # look-up of the bound address (socket.getfqdn) at start-up
-    daemon_threads = True  # request threads never hold up interpreter exit
-    block_on_close = False
-    # SO_REUSEADDR lets a second process take a bound port on Windows
-    allow_reuse_address = sys.platform != "win32"
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR lets a second process take a bound port on Windows
+        if sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, address: tuple[str, int], token: str | None, max_duration: float) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+
+class _HTTPServer:
+    """What the request handlers see as ``self.server``: the endpoint's
+    settings and its listening socket."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        token: str | None,
+        max_duration: float,
+        allowed_hosts: frozenset[str] = frozenset(),
+        limits: Limits | None = None,
+    ) -> None:
         self.token = token
         self.max_duration = max_duration
+        self.allowed_hosts = allowed_hosts
+        self.limits = limits or Limits()
         self.closing = threading.Event()
-        # the handler class is imported by the first request (finish_request)
-        super().__init__(address, None)  # type: ignore[arg-type]
+        self.socket = _bind(address[0], address[1], self.limits.backlog)
+        self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        self.listener = Listener(self.socket, self._answer, self.limits)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
+    def _answer(self, sock: socket.socket, address: Any, head: bytes) -> None:
+        # the handler (and http.server) is imported by the first request
         from pysampler.server.routes import _Handler
 
-        _Handler(request, client_address, self)
+        _Handler(sock, address, self, head)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # As ThreadingMixIn does, with a name the profile makes sense of.
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name="pysampler-http-request",
-            daemon=True,
-        )
-        thread.start()
+    def serve_forever(self) -> None:
+        self.listener.serve_forever()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Errors outside a handler (a reset during the request line):
-        # logged, never printed over the program's output by default.
-        import logging
-
-        logging.getLogger("pysampler.server").debug(
-            "pysampler: error on a connection from %s", client_address, exc_info=True
-        )
+    def shutdown(self) -> None:
+        self.listener.shutdown()
 
 
 #: the servers listening in this process (a server leaves when closed)
@@ -109,7 +123,7 @@ def _after_fork_in_child() -> None:
     for httpd in list(_servers):
         httpd.closing.set()
         try:
-            httpd.socket.close()
+            httpd.listener.close()
         except OSError:
             continue
 
@@ -156,7 +170,6 @@ class Server:
                 if session is not None:
                     sessions.abort(session)
         self._httpd.shutdown()
-        self._httpd.server_close()
         self._thread.join()
         _servers.discard(self._httpd)
 
@@ -178,12 +191,14 @@ def serve(
     max_duration: float = DEFAULT_MAX_DURATION,
     heap: bool = False,
     heap_sample_bytes: int = DEFAULT_HEAP_SAMPLE_BYTES,
+    allowed_hosts: Iterable[str] = (),
 ) -> Server:
     """Serve profiles of this process over HTTP from a daemon thread.
 
     Args:
         port: TCP port; 0 picks a free one (read it from ``.port``).
-        host: address to bind; loopback unless you say otherwise.
+        host: address to bind; loopback unless you say otherwise. Binding
+            another address without a token warns (EndpointExposedWarning).
         token: when given, every request needs ``Authorization: Bearer <token>``.
         max_duration: longest profile a request may ask for, in seconds; also
             how long a session from ``/profile/cpu/start`` may run.
@@ -191,6 +206,10 @@ def serve(
             ``close()``, so ``/debug/pprof/heap`` and ``/debug/pprof/allocs``
             answer at once with everything since, as a Go program's do.
         heap_sample_bytes: mean bytes between heap samples for that session.
+        allowed_hosts: host names requests may address besides IP literals
+            and ``localhost`` (the name in their Host header; others are
+            refused, against DNS rebinding); ``"*"`` allows any. A name
+            given as ``host`` is allowed too.
 
     Returns:
         The running :class:`Server`; ``.close()`` stops it.
@@ -221,7 +240,26 @@ def serve(
             f"heap_sample_bytes must be an integer from {MIN_SAMPLE_BYTES} to "
             f"{MAX_SAMPLE_BYTES}, not {heap_sample_bytes!r}"
         )
-    httpd = _HTTPServer((host, port), token, float(max_duration))
+    if isinstance(allowed_hosts, str) or not all(isinstance(h, str) for h in allowed_hosts):
+        raise ValueError(f"allowed_hosts must be a list of host names, not {allowed_hosts!r}")
+    from pysampler.server import guard
+
+    names = guard.allowed_names([*allowed_hosts, host])
+    httpd = _HTTPServer((host, port), token, float(max_duration), names)
+    bound = str(httpd.server_address[0])
+    if token is None and not guard.is_loopback(bound):
+        import warnings
+
+        from pysampler.errors import EndpointExposedWarning
+
+        warnings.warn(
+            f"pysampler: the profiling endpoint listens on {bound} port "
+            f"{httpd.server_address[1]}, beyond this machine, without a token: anyone who "
+            "can reach it can profile this process and read its code paths. Pass "
+            "token=... (PYSAMPLER_TOKEN) or bind 127.0.0.1",
+            EndpointExposedWarning,
+            stacklevel=2,
+        )
     if heap:
         from pysampler.errors import ProfilerAlreadyRunning
         from pysampler.server import sessions
@@ -230,11 +268,10 @@ def serve(
         try:
             sessions.begin(httpd, "heap", resident=True, sample_bytes=heap_sample_bytes)
         except HttpError as exc:
-            httpd.server_close()
+            httpd.listener.close()
             raise ProfilerAlreadyRunning(str(exc.body["error"])) from None
     thread = threading.Thread(
         target=httpd.serve_forever,
-        kwargs={"poll_interval": 0.5},
         name="pysampler-http",
         daemon=True,
     )

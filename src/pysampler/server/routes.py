@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import html
+import io
 import json
-import logging
 import selectors
 import socket
 import threading
@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from pysampler import _control, formats
 from pysampler import heap as _heap
+from pysampler._log import logger
 from pysampler.errors import ProfilerNotRunning
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
-from pysampler.server import query, sessions
+from pysampler.server import guard, limits, query, sessions
 from pysampler.server.query import HttpError
 
 if TYPE_CHECKING:
@@ -34,10 +35,8 @@ DEFAULT_PPROF_SECONDS = 30.0
 #: how often a waiting request looks for a client that hung up, a cancel
 #: or a closing server; only while a profile is being taken
 POLL_INTERVAL = 0.1
-#: a client has this long to send its request line and headers
-REQUEST_TIMEOUT = 30.0
 
-_log = logging.getLogger("pysampler.server")
+_log = logger("pysampler.server")
 
 _CONTENT_TYPES = {
     "pprof": "application/octet-stream",
@@ -57,20 +56,35 @@ class Route:
     #: parameters taken; None = any (Go's handlers ignore unknown ones and
     #: scrapers may add their own)
     params: tuple[str, ...] | None
+    #: starts, stops or cancels a session (or may: the heap paths with
+    #: ?seconds): refused to browsers' cross-origin requests (see guard)
+    changes_state: bool = True
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
+    """Answers one request whose head the listener has read already."""
+
+    server: _HTTPServer  # type: ignore[assignment]
     server_version = "pysampler"
     protocol_version = "HTTP/1.0"  # one request per connection: no idle threads
-    timeout = REQUEST_TIMEOUT
     # Buffered: the status line, headers and a small body leave in one
     # send, so the answer waits for the GIL once, not once per write.
     wbufsize = 1 << 16
 
     _responded = False
 
+    def __init__(self, request: Any, client_address: Any, server: Any, head: bytes) -> None:
+        self._head = head
+        super().__init__(request, client_address, server)
+
     # -- plumbing --------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()  # the listener gave the socket its send timeout
+        # The request line and headers, read by the listener; the endpoint
+        # reads no body, and the socket is watched for EOF directly.
+        self.rfile.close()
+        self.rfile = io.BytesIO(self._head)
 
     def log_message(self, format: str, *args: Any) -> None:
         # No access log: the program's stderr is its own.
@@ -79,11 +93,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._responded = False
         try:
+            refused = guard.host_refusal(self.headers.get("Host"), self.server.allowed_hosts)
+            if refused is not None:
+                raise HttpError(403, refused)
             self._check_token()
             url = urlsplit(self.path)
             route = ROUTES.get(url.path)
             if route is None:
                 raise HttpError(404, f"no such path: {url.path[:200]}", paths=sorted(ROUTES))
+            if route.changes_state:
+                cross = guard.cross_origin_refusal(self.headers, self.headers.get("Host"))
+                if cross is not None:
+                    raise HttpError(
+                        403,
+                        f"a browser request from another site ({cross}) may not start, stop "
+                        "or cancel a profile; open the URL directly or use curl",
+                    )
             route.handler(self, query.parse(url.query, route.params))
         except HttpError as exc:
             self._send_error_json(exc)
@@ -274,6 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
     def profile_cpu(self, params: dict[str, str]) -> None:
         seconds = query.duration(params, "duration", self.server.max_duration, None)
         hz, mode = query.rate(params)
+        limits.sampling_budget(hz, seconds, "duration")
         tasks = query.asyncio_flag(params, mode)
         self._timed_profile(
             seconds, hz, mode, query.output_format(params, "cpuprofile"), None, tasks
@@ -283,8 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
         hz, mode = query.rate(params)
         tasks = query.asyncio_flag(params, mode)
         session = sessions.begin(self.server, "cpu", hz=hz, mode=mode, asyncio=tasks, manual=True)
-        # A forgotten session must not sample forever.
-        limit = self.server.max_duration
+        # A forgotten session must not sample forever, nor past the samples
+        # one request may hold.
+        limit = limits.started_session_limit(hz, self.server.max_duration)
         session.expiry = threading.Timer(limit, sessions.abort, args=(session,))
         session.expiry.name = "pysampler-http-expiry"
         session.expiry.daemon = True
@@ -358,11 +385,13 @@ class _Handler(BaseHTTPRequestHandler):
     def pprof_profile(self, params: dict[str, str]) -> None:
         seconds = query.duration(params, "seconds", self.server.max_duration, DEFAULT_PPROF_SECONDS)
         hz, _ = query.rate({k: v for k, v in params.items() if k == "hz"})
+        limits.sampling_budget(hz, seconds, "seconds")
         self._timed_profile(seconds, hz, "cpu", formats.get("pprof"), "profile")
 
     def fgprof(self, params: dict[str, str]) -> None:
         seconds = query.duration(params, "seconds", self.server.max_duration, DEFAULT_PPROF_SECONDS)
         hz, _ = query.rate({k: v for k, v in params.items() if k == "hz"})
+        limits.sampling_budget(hz, seconds, "seconds")
         fmt = query.output_format({"format": params.get("format", "pprof")}, "pprof")
         tasks = query.asyncio_flag(params, "wall")
         filename = "profile" if fmt.name == "pprof" else None
@@ -424,8 +453,8 @@ ROUTES: dict[str, Route] = {
             "discard the session started over HTTP",
             (),
         ),
-        Route("/debug/pprof/", _Handler.pprof_index, "this index", None),
-        Route("/debug/pprof", _Handler.pprof_index, "this index", None),
+        Route("/debug/pprof/", _Handler.pprof_index, "this index", None, changes_state=False),
+        Route("/debug/pprof", _Handler.pprof_index, "this index", None, changes_state=False),
         Route(
             "/debug/pprof/profile",
             _Handler.pprof_profile,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pysampler import heap as _heap
-from pysampler._control import cancel, start, stop
+from pysampler._control import cancel, start, stop_recording
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
+from pysampler.server.limits import MAX_REQUEST_SAMPLES
 from pysampler.server.query import HttpError
 
 
@@ -66,7 +68,7 @@ def begin(
             if kind == "heap":
                 _heap.start(int(sample_bytes))
             else:
-                start(hz, mode, asyncio=asyncio)
+                start(hz, mode, asyncio=asyncio, max_samples=MAX_REQUEST_SAMPLES)
         except ProfilerAlreadyRunning:
             raise HttpError(
                 409, f"the {kind} profiler is busy: the application is running its own session"
@@ -88,7 +90,13 @@ def begin(
 
 
 def finish(session: Session) -> Profile | HeapProfile | None:
-    """Stop ``session`` and return its profile; None if it had ended."""
+    """Stop ``session`` and return its profile; None if it had ended.
+
+    The lock is held while the sampler stops and its tables are copied,
+    not while the profile is built (seconds, for a long one): other
+    requests and ``Server.close()`` wait for the copy only.
+    """
+    build: Callable[[], Profile | HeapProfile]
     with _sessions_lock:
         if _current.get(session.kind) is not session:
             return None
@@ -96,10 +104,11 @@ def finish(session: Session) -> Profile | HeapProfile | None:
         if session.expiry is not None:
             session.expiry.cancel()
         try:
-            return _heap.stop() if session.kind == "heap" else stop()
+            build = _heap.stop_recording() if session.kind == "heap" else stop_recording()
         except ProfilerNotRunning:
             # The program called stop() or cancel() itself.
             return None
+    return build()
 
 
 def abort(session: Session) -> bool:
