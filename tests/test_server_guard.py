@@ -131,6 +131,15 @@ def test_same_origin_and_typed_urls_are_served(server: Server) -> None:
     assert request(server, "/debug/pprof/", {"Host": own, "Sec-Fetch-Site": "cross-site"})[0] == 200
 
 
+@pytest.mark.parametrize("host", ["evil.example:9119", "prod-host:9119"])
+def test_with_a_token_any_host_name_is_served_but_only_with_the_token(host: str) -> None:
+    # a rebinding page cannot present the token; a remote client names the host
+    with pysampler.serve(0, token="s3cret") as srv:
+        assert request(srv, "/debug/pprof/", {"Host": host})[0] == 401
+        status, _ = request(srv, "/debug/pprof/", {"Host": host, "Authorization": "Bearer s3cret"})
+        assert status == 200
+
+
 def test_binding_beyond_loopback_without_token_warns() -> None:
     with pytest.warns(EndpointExposedWarning, match="without a token"):
         srv = pysampler.serve(0, host="0.0.0.0")

@@ -11,7 +11,10 @@ developer opens, in two ways:
   answers from their own origin, fetch ``http://evil.example:9119/...``.
   The request says ``Host: evil.example:9119``. So a request whose Host is
   not an IP literal, ``localhost`` or a name the user allowed is refused,
-  as Node's inspector does since CVE-2018-7160.
+  as Node's inspector does since CVE-2018-7160. An endpoint with a token
+  skips this check: the page cannot present the token, and a service
+  reached over the network (``pysampler top http://prod-host:9119``) is
+  addressed by its host name.
 - **Cross-site requests** start, stop or cancel profiles: an ``<img>`` or a
   form pointing at ``http://127.0.0.1:9119/profile/cpu/start`` needs no
   answer to do harm. Browsers label such requests: ``Sec-Fetch-Site``
