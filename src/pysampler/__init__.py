@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 
 from pysampler import heap
 from pysampler._control import Profiling, cancel, is_running, profile, start, stop
-from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
+from pysampler.errors import (
+    ProfilerAlreadyRunning,
+    ProfilerNotRunning,
+    PysamplerError,
+    SnapshotInProgress,
+)
 from pysampler.heap_profile import HeapMetadata, HeapProfile
 from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
 
@@ -55,6 +60,7 @@ __all__ = [
     "ProfilerNotRunning",
     "Profiling",
     "PysamplerError",
+    "SnapshotInProgress",
     "ThreadInfo",
     "__version__",
     "cancel",

@@ -13,3 +13,7 @@ class ProfilerAlreadyRunning(PysamplerError, RuntimeError):
 
 class ProfilerNotRunning(PysamplerError, RuntimeError):
     """``stop()`` was called while no profiling session is running."""
+
+
+class SnapshotInProgress(PysamplerError, RuntimeError):
+    """A heap snapshot was asked for while another one is being taken."""

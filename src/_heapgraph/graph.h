@@ -1,0 +1,1173 @@
+/*
+ * graph.h - a snapshot of the Python object graph in the format of Chrome
+ * DevTools' Memory panel (.heapsnapshot), taken while the program is paused.
+ *
+ * The format (V8's heap snapshot, read by DevTools and memlab) is a node
+ * array (type, name, id, self size, edge count, ...) and an edge array
+ * (type, name or index, target), each node's edges contiguous and in node
+ * order, plus a table of strings that names index into. DevTools computes
+ * distances, dominators and retained sizes itself from the graph.
+ *
+ * How the graph is walked, and why:
+ *
+ *   - Paused. The caller holds the GIL and nothing here releases it or
+ *     runs Python code: no other thread runs Python while the graph is
+ *     read, so every pointer stays valid and the graph is consistent. The
+ *     reads are those the garbage collector makes at any allocation
+ *     (tp_traverse), plus dict entries, instance values, frame locals and
+ *     struct fields read in place (pyobjects.h); __sizeof__ is called only
+ *     where C implements it (a class's Python __sizeof__ is not run).
+ *   - Roots, as V8 puts "(GC roots)" under a synthetic root: the modules
+ *     of sys.modules, every thread's stack (a node per frame, its locals as
+ *     named edges), and "(Other roots)": objects the collector tracks that
+ *     neither reaches (held from C, by the interpreter, or cyclic garbage
+ *     not yet collected), those no other such object refers to first.
+ *   - One pass, streamed. Objects are numbered as they are first reached
+ *     (breadth first) and written in that order: when an object's turn
+ *     comes, its edges go to the edges file and its node record, with the
+ *     edge count, to the nodes file. Memory is the numbering (an address
+ *     map, about 17 bytes an object, and the queue, 8) and fixed buffers;
+ *     the JSON is never held in memory. The synthetic nodes, whose edges
+ *     are known only at the end, are written last, as a separate section
+ *     the assembler puts first (node 0 must be the root).
+ *   - Names a person recognises: the type's qualified name; a str's
+ *     contents; an int's or float's value; functions, classes, modules and
+ *     frames by qualified name. Edges are named by dict key, attribute,
+ *     index, local or closure variable; references only tp_traverse
+ *     reports are unnamed "hidden" edges.
+ *   - Ids: derived from the address (xor-folded to 32 bits, the width
+ *     DevTools reads), so an object keeps its id from one snapshot to the
+ *     next and DevTools' Comparison view can tell new objects from old; a
+ *     fold that collides takes the next free id.
+ */
+#ifndef PYSAMPLER_HG_GRAPH_H
+#define PYSAMPLER_HG_GRAPH_H
+
+#include <Python.h>
+#include <errno.h>
+#include <structmember.h>
+
+#include "_heapgraph/out.h"
+#include "_heapgraph/pyobjects.h"
+#include "_heapgraph/tables.h"
+
+/* node types: the order of snapshot.meta.node_types (V8's) */
+enum {
+    HG_T_HIDDEN = 0,
+    HG_T_ARRAY,
+    HG_T_STRING,
+    HG_T_OBJECT,
+    HG_T_CODE,
+    HG_T_CLOSURE,
+    HG_T_REGEXP,
+    HG_T_NUMBER,
+    HG_T_NATIVE,
+    HG_T_SYNTHETIC
+};
+
+/* edge types: the order of snapshot.meta.edge_types */
+enum {
+    HG_E_CONTEXT = 0,
+    HG_E_ELEMENT,
+    HG_E_PROPERTY,
+    HG_E_INTERNAL,
+    HG_E_HIDDEN,
+    HG_E_SHORTCUT,
+    HG_E_WEAK
+};
+
+#define HG_NODE_FIELDS 7
+/* DevTools keeps node and edge fields in 32-bit arrays, and an edge's
+ * target as node index * 7 */
+#define HG_MAX_NODES (0xFFFFFFFFu / HG_NODE_FIELDS - 1)
+#define HG_MAX_SIZE 0xFFFFFFFFu
+
+/* synthetic nodes: these four, then one per thread */
+enum { HG_ROOT = 0, HG_MODULES, HG_THREADS, HG_OTHER, HG_FIRST_THREAD };
+
+/* what the walk knows how to name, by type */
+enum {
+    HG_K_OTHER = 0,
+    HG_K_STR,
+    HG_K_INT,
+    HG_K_FLOAT,
+    HG_K_DICT,
+    HG_K_LIST,
+    HG_K_TUPLE,
+    HG_K_SET,
+    HG_K_FUNC,
+    HG_K_CODE,
+    HG_K_MODULE,
+    HG_K_TYPE,
+    HG_K_CELL,
+    HG_K_METHOD,
+    HG_K_FRAMEOBJ,
+    HG_K_GEN,
+    HG_K_WEAKREF,
+    HG_K_NDARRAY
+};
+
+/* numpy's array and dtype structs: their leading fields, unchanged from
+ * numpy 1.7 to 2.x (numpy/ndarraytypes.h). Read only for instances of
+ * the ndarray type found in an already imported numpy. */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    int nd;
+    Py_ssize_t *dimensions;
+    Py_ssize_t *strides;
+    PyObject *base;
+    PyObject *descr;
+} hg_ndarray;
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *typeobj;
+    char kind;
+    char type;
+    char byteorder;
+    char flags;
+    int type_num;
+} hg_dtype;
+
+#define HG_NPY_OBJECT 17
+
+typedef struct {
+    PyTypeObject *tp;
+    uint32_t name;     /* string index of the qualified type name */
+    uint8_t kind;
+    uint8_t exact;     /* exactly the builtin type of its kind */
+    uint8_t heap;      /* a class: instances have __class__, slots, __dict__ */
+    uint8_t sizeof_kind; /* 0 none (basic size), 1 PyCFunction, 2 PyCMethod */
+    void *sizeof_fn;
+    PyTypeObject *sizeof_cls;
+} hg_type;
+
+typedef struct {
+    uint8_t type;
+    uint32_t name;
+    uint32_t to;
+} hg_synedge;
+
+typedef struct {
+    hg_synedge *e;
+    size_t n, cap;
+    uint32_t name;
+} hg_syn;
+
+typedef struct {
+    uint64_t nodes, edges, strings;
+    uint64_t nodes_split, edges_split; /* where the synthetic sections start */
+    uint64_t nodes_bytes, edges_bytes, strings_bytes;
+    uint64_t other_roots;
+    int err;                           /* errno of a failure, 0 if none */
+} hg_result;
+
+typedef struct {
+    hg_out nodes, edges;
+    hg_strings strings;
+    hg_ptrmap index;     /* key (address, |1 for an interpreter frame) -> node */
+    hg_fifo queue;       /* keys numbered, not yet written */
+    size_t count;        /* nodes numbered */
+    hg_idset ids;
+    hg_bag bag;
+    hg_ptrmap typeidx;
+    hg_type *types;
+    size_t ntypes, typecap;
+    hg_syn *syn;
+    uint32_t nsyn;
+    hg_name nb;
+    uint32_t cur_edges;  /* edges of the node being written */
+    int use_bag;         /* record named targets for the traverse that follows */
+    int trav_elements;   /* traverse-only references are elements (sets) */
+    uint32_t trav_i;
+    uint64_t edge_total;
+    uint64_t node_total;
+    int err;
+    PyTypeObject *ndarray;
+    PyObject *sizeof_name;
+    /* strings used everywhere */
+    uint32_t s_class, s_dict, s_referent, s_callback, s_cell, s_func, s_self, s_base, s_dtype;
+} hg_walk;
+
+/* ------------------------------------------------------------------ */
+/* Numbering and writing                                              */
+/* ------------------------------------------------------------------ */
+
+static void hg_fail(hg_walk *w, int err)
+{
+    if (!w->err) {
+        w->err = err;
+    }
+}
+
+/* The node of key, numbered (and queued) on first sight. */
+static uint32_t hg_number(hg_walk *w, uintptr_t key)
+{
+    int added;
+    uint32_t n;
+    if (w->count >= HG_MAX_NODES) {
+        hg_fail(w, EOVERFLOW);
+        return HG_NONE;
+    }
+    n = hg_ptrmap_put(&w->index, key, (uint32_t)w->count, &added);
+    if (n == HG_NONE) {
+        hg_fail(w, ENOMEM);
+        return HG_NONE;
+    }
+    if (added) {
+        if (hg_fifo_push(&w->queue, key) < 0) {
+            hg_fail(w, ENOMEM);
+            return HG_NONE;
+        }
+        w->count++;
+    }
+    return n;
+}
+
+static inline void hg_write_edge(hg_walk *w, int type, uint32_t name, uint32_t to)
+{
+    uint64_t rec[3];
+    rec[0] = (uint64_t)type;
+    rec[1] = name;
+    rec[2] = (uint64_t)to * HG_NODE_FIELDS;
+    hg_out_record(&w->edges, rec, 3);
+    w->cur_edges++;
+    w->edge_total++;
+}
+
+/* An edge from the node being written to obj (no-op for NULL). */
+static void hg_edge(hg_walk *w, int type, uint32_t name, PyObject *obj)
+{
+    uint32_t to;
+    if (obj == NULL || w->err) {
+        return;
+    }
+    if (w->use_bag) {
+        hg_bag_add(&w->bag, (uintptr_t)obj);
+    }
+    to = hg_number(w, (uintptr_t)obj);
+    if (to != HG_NONE) {
+        hg_write_edge(w, type, name, to);
+    }
+}
+
+/* obj is referenced by the node being written, and already told for. */
+static inline void hg_covered(hg_walk *w, PyObject *obj)
+{
+    if (obj != NULL && w->use_bag) {
+        hg_bag_add(&w->bag, (uintptr_t)obj);
+    }
+}
+
+static void hg_syn_edge_to(hg_walk *w, uint32_t syn, int type, uint32_t name, uint32_t to)
+{
+    hg_syn *s = &w->syn[syn];
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        hg_synedge *e = (hg_synedge *)realloc(s->e, cap * sizeof(hg_synedge));
+        if (e == NULL) {
+            hg_fail(w, ENOMEM);
+            return;
+        }
+        s->e = e;
+        s->cap = cap;
+    }
+    s->e[s->n].type = (uint8_t)type;
+    s->e[s->n].name = name;
+    s->e[s->n].to = to;
+    s->n++;
+}
+
+/* An edge from synthetic node syn to the node of key (numbered now). */
+static void hg_syn_edge(hg_walk *w, uint32_t syn, int type, uint32_t name, uintptr_t key)
+{
+    uint32_t to = hg_number(w, key);
+    if (to != HG_NONE) {
+        hg_syn_edge_to(w, syn, type, name, to);
+    }
+}
+
+static void hg_write_node(hg_walk *w, int type, uint32_t name, uint32_t id, uint64_t size)
+{
+    uint64_t rec[HG_NODE_FIELDS];
+    rec[0] = (uint64_t)type;
+    rec[1] = name;
+    rec[2] = id;
+    rec[3] = size > HG_MAX_SIZE ? HG_MAX_SIZE : size;
+    rec[4] = w->cur_edges;
+    rec[5] = 0; /* trace_node_id: no allocation traces */
+    rec[6] = 0; /* detachedness: a DOM notion */
+    hg_out_record(&w->nodes, rec, HG_NODE_FIELDS);
+    w->node_total++;
+}
+
+static inline uint32_t hg_id_for(hg_walk *w, uintptr_t key)
+{
+    uint64_t x = (uint64_t)key >> 4;
+    return hg_idset_claim(&w->ids, (uint32_t)(x ^ (x >> 32)));
+}
+
+/* ------------------------------------------------------------------ */
+/* Names                                                              */
+/* ------------------------------------------------------------------ */
+
+static uint32_t hg_str_name(hg_walk *w, PyObject *u)
+{
+    hg_name_reset(&w->nb);
+    hg_name_unicode(&w->nb, u, HG_NAME_CHARS);
+    return hg_intern_name(&w->strings, &w->nb);
+}
+
+/* "module.qualname" of a function or class; builtins unprefixed. */
+static void hg_name_qualified(hg_name *nb, PyObject *module, PyObject *qualname)
+{
+    if (module != NULL && PyUnicode_Check(module) &&
+        PyUnicode_CompareWithASCIIString(module, "builtins") != 0) {
+        hg_name_unicode(nb, module, 200);
+        hg_name_cstr(nb, ".");
+    }
+    if (qualname != NULL && PyUnicode_Check(qualname)) {
+        hg_name_unicode(nb, qualname, 300);
+    } else {
+        hg_name_cstr(nb, "?");
+    }
+}
+
+/* A class's qualified name: tp_name already has the module for static
+ * types; a heap type has its qualname and __module__ in its dict. */
+static void hg_name_type(hg_name *nb, PyTypeObject *tp)
+{
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        PyObject *module = NULL;
+        if (tp->tp_dict != NULL) {
+            module = PyDict_GetItemString(tp->tp_dict, "__module__"); /* borrowed, no error */
+        }
+        hg_name_qualified(nb, module, ((PyHeapTypeObject *)tp)->ht_qualname);
+    } else {
+        hg_name_cstr(nb, tp->tp_name);
+    }
+}
+
+/* The name of a dict key as an edge name; *etype says property or element. */
+static uint32_t hg_key_name(hg_walk *w, PyObject *key, int *etype)
+{
+    *etype = HG_E_PROPERTY;
+    if (PyUnicode_CheckExact(key)) {
+        return hg_str_name(w, key);
+    }
+    hg_name_reset(&w->nb);
+    if (PyLong_CheckExact(key)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (overflow == 0 && v >= 0 && v <= 0xFFFFFFFFLL) {
+            *etype = HG_E_ELEMENT;
+            return (uint32_t)v;
+        }
+        if (overflow == 0 && !(v == -1 && PyErr_Occurred())) {
+            hg_name_i64(&w->nb, v);
+        } else {
+            PyErr_Clear();
+            hg_name_cstr(&w->nb, "<int key>");
+        }
+    } else if (key == Py_None || key == Py_True || key == Py_False) {
+        hg_name_cstr(&w->nb, key == Py_None ? "None" : key == Py_True ? "True" : "False");
+    } else {
+        hg_name_cstr(&w->nb, "<");
+        hg_name_type(&w->nb, Py_TYPE(key));
+        hg_name_cstr(&w->nb, " key>");
+    }
+    return hg_intern_name(&w->strings, &w->nb);
+}
+
+/* ------------------------------------------------------------------ */
+/* Types                                                              */
+/* ------------------------------------------------------------------ */
+
+static int hg_type_kind(hg_walk *w, PyTypeObject *tp, uint8_t *exact)
+{
+    *exact = 1;
+    if (tp == &PyUnicode_Type) return HG_K_STR;
+    if (tp == &PyLong_Type) return HG_K_INT;
+    if (tp == &PyFloat_Type) return HG_K_FLOAT;
+    if (tp == &PyDict_Type) return HG_K_DICT;
+    if (tp == &PyList_Type) return HG_K_LIST;
+    if (tp == &PyTuple_Type) return HG_K_TUPLE;
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) return HG_K_SET;
+    if (tp == &PyFunction_Type) return HG_K_FUNC;
+    if (tp == &PyCode_Type) return HG_K_CODE;
+    if (tp == &PyCell_Type) return HG_K_CELL;
+    if (tp == &PyMethod_Type) return HG_K_METHOD;
+    if (tp == &PyFrame_Type) return HG_K_FRAMEOBJ;
+    if (tp == &PyGen_Type || tp == &PyCoro_Type || tp == &PyAsyncGen_Type) return HG_K_GEN;
+    *exact = 0;
+    if (PyType_IsSubtype(tp, &PyDict_Type)) return HG_K_DICT;
+    if (PyType_IsSubtype(tp, &PyList_Type)) return HG_K_LIST;
+    if (PyType_IsSubtype(tp, &PyTuple_Type)) return HG_K_TUPLE;
+    if (PyType_IsSubtype(tp, &PySet_Type) || PyType_IsSubtype(tp, &PyFrozenSet_Type)) {
+        return HG_K_SET;
+    }
+    if (PyType_IsSubtype(tp, &PyModule_Type)) return HG_K_MODULE;
+    if (PyType_IsSubtype(tp, &PyType_Type)) return HG_K_TYPE;
+    if (PyType_IsSubtype(tp, &_PyWeakref_RefType)) return HG_K_WEAKREF;
+    if (w->ndarray != NULL && PyType_IsSubtype(tp, w->ndarray)) return HG_K_NDARRAY;
+    return HG_K_OTHER;
+}
+
+static hg_type *hg_type_of(hg_walk *w, PyTypeObject *tp)
+{
+    uint32_t i = hg_ptrmap_get(&w->typeidx, (uintptr_t)tp);
+    hg_type *t;
+    PyObject *descr;
+    int added;
+    if (i != HG_NONE) {
+        return &w->types[i];
+    }
+    if (w->ntypes == w->typecap) {
+        size_t cap = w->typecap * 2;
+        hg_type *ts = (hg_type *)realloc(w->types, cap * sizeof(hg_type));
+        if (ts == NULL) {
+            hg_fail(w, ENOMEM);
+            return NULL;
+        }
+        w->types = ts;
+        w->typecap = cap;
+    }
+    t = &w->types[w->ntypes];
+    memset(t, 0, sizeof(*t));
+    t->tp = tp;
+    t->kind = (uint8_t)hg_type_kind(w, tp, &t->exact);
+    t->heap = (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) != 0;
+    hg_name_reset(&w->nb);
+    hg_name_type(&w->nb, tp);
+    t->name = hg_intern_name(&w->strings, &w->nb);
+    /* __sizeof__: called only when C implements it (a method descriptor
+     * with a C function); a Python-level __sizeof__ is user code */
+    descr = _PyType_Lookup(tp, w->sizeof_name); /* borrowed, no error set */
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMethodDescr_Type)) {
+        PyMethodDef *ml = ((PyMethodDescrObject *)descr)->d_method;
+        int flags = ml->ml_flags & ~(METH_CLASS | METH_STATIC | METH_COEXIST);
+        if (flags == METH_NOARGS) {
+            t->sizeof_kind = 1;
+            t->sizeof_fn = (void *)ml->ml_meth;
+        }
+#ifdef METH_METHOD
+        else if (flags == (METH_METHOD | METH_FASTCALL | METH_KEYWORDS)) {
+            t->sizeof_kind = 2;
+            t->sizeof_fn = (void *)ml->ml_meth;
+            t->sizeof_cls = PyDescr_TYPE(descr);
+        }
+#endif
+    }
+    if (hg_ptrmap_put(&w->typeidx, (uintptr_t)tp, (uint32_t)w->ntypes, &added) == HG_NONE) {
+        hg_fail(w, ENOMEM);
+        return NULL;
+    }
+    w->ntypes++;
+    return t;
+}
+
+static uint64_t hg_sizeof(PyObject *o, hg_type *t)
+{
+    Py_ssize_t size = -1;
+    PyObject *r = NULL;
+    if (t->sizeof_kind == 1) {
+        r = ((PyCFunction)t->sizeof_fn)(o, NULL);
+    }
+#ifdef METH_METHOD
+    else if (t->sizeof_kind == 2) {
+        r = ((PyCMethod)t->sizeof_fn)(o, t->sizeof_cls, NULL, 0, NULL);
+    }
+#endif
+    if (r != NULL) {
+        size = PyLong_Check(r) ? PyLong_AsSsize_t(r) : -1;
+        Py_DECREF(r);
+    }
+    if (size < 0) {
+        /* object.__sizeof__: the basic size plus the items */
+        PyTypeObject *tp = Py_TYPE(o);
+        PyErr_Clear();
+        size = tp->tp_basicsize;
+        if (tp->tp_itemsize != 0) {
+            Py_ssize_t n = Py_SIZE(o);
+            size += (n < 0 ? -n : n) * tp->tp_itemsize;
+        }
+    }
+    return (uint64_t)size + hg_preheader_size(o);
+}
+
+/* ------------------------------------------------------------------ */
+/* The references of one object                                       */
+/* ------------------------------------------------------------------ */
+
+static int hg_visit_rest(PyObject *o, void *arg)
+{
+    hg_walk *w = (hg_walk *)arg;
+    int saved;
+    if (o == NULL || hg_bag_take(&w->bag, (uintptr_t)o)) {
+        return 0;
+    }
+    saved = w->use_bag;
+    w->use_bag = 0;
+    hg_edge(w, w->trav_elements ? HG_E_ELEMENT : HG_E_HIDDEN, w->trav_i++, o);
+    w->use_bag = saved;
+    return 0;
+}
+
+static void hg_attr_edge(void *ctx, PyObject *name, PyObject *value)
+{
+    hg_walk *w = (hg_walk *)ctx;
+    hg_edge(w, HG_E_PROPERTY, hg_str_name(w, name), value);
+}
+
+static void hg_field_edge(void *ctx, const char *name, PyObject *value)
+{
+    hg_walk *w = (hg_walk *)ctx;
+    if (value != NULL) {
+        hg_edge(w, HG_E_INTERNAL, hg_intern_cstr(&w->strings, name), value);
+    }
+}
+
+static void hg_dict_entries(hg_walk *w, PyObject *d)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        int etype;
+        uint32_t name = hg_key_name(w, k, &etype);
+        hg_edge(w, etype, name, v);
+        /* a key is memory the dict holds, unless interned (shared, e.g.
+         * attribute and variable names) */
+        if (PyUnicode_CheckExact(k) && PyUnicode_CHECK_INTERNED(k)) {
+            hg_covered(w, k);
+        } else if (etype == HG_E_ELEMENT) {
+            hg_name_reset(&w->nb);
+            hg_name_u64(&w->nb, name);
+            hg_edge(w, HG_E_INTERNAL, hg_intern_name(&w->strings, &w->nb), k);
+        } else {
+            hg_edge(w, HG_E_INTERNAL, name, k);
+        }
+    }
+}
+
+static void hg_sequence(hg_walk *w, PyObject **items, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n && !w->err; i++) {
+        hg_edge(w, HG_E_ELEMENT, (uint32_t)i, items[i]);
+    }
+}
+
+/* Locals of a frame as "context" edges named by variable. */
+static void hg_frame_locals(hg_walk *w, ps_frame *f, PyCodeObject *co)
+{
+    Py_ssize_t i, n = hg_code_nlocalsplus(co);
+    for (i = 0; i < n && !w->err; i++) {
+        PyObject *v = hg_frame_local(f, i);
+        PyObject *name = hg_code_local_name(co, i);
+        if (v != NULL) {
+            uint32_t s = (name != NULL && PyUnicode_Check(name)) ? hg_str_name(w, name) : 0;
+            hg_edge(w, HG_E_CONTEXT, s, v);
+        }
+    }
+}
+
+/* "<frame qualname file:line>" */
+static uint32_t hg_frame_name(hg_walk *w, PyCodeObject *co, int line)
+{
+    hg_name_reset(&w->nb);
+    hg_name_cstr(&w->nb, "<frame ");
+    hg_name_unicode(&w->nb, hg_code_qualname(co), 300);
+    hg_name_cstr(&w->nb, " ");
+    hg_name_unicode(&w->nb, co->co_filename, 300);
+    hg_name_cstr(&w->nb, ":");
+    hg_name_i64(&w->nb, line);
+    hg_name_cstr(&w->nb, ">");
+    return hg_intern_name(&w->strings, &w->nb);
+}
+
+static void hg_instance(hg_walk *w, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o), *base;
+    PyObject *dict;
+    hg_edge(w, HG_E_INTERNAL, w->s_class, (PyObject *)tp);
+    /* __slots__ of the class and its Python bases: member descriptors */
+    for (base = tp; base != NULL && (base->tp_flags & Py_TPFLAGS_HEAPTYPE); base = base->tp_base) {
+        PyMemberDef *m = base->tp_members;
+        for (; m != NULL && m->name != NULL; m++) {
+            if ((m->type == T_OBJECT_EX || m->type == T_OBJECT) && !(m->flags & READONLY)) {
+                PyObject *v = *(PyObject **)((char *)o + m->offset);
+                if (v != NULL) {
+                    hg_edge(w, HG_E_PROPERTY, hg_intern_cstr(&w->strings, m->name), v);
+                }
+            }
+        }
+    }
+    dict = hg_instance_attrs(o, hg_attr_edge, w);
+    hg_edge(w, HG_E_PROPERTY, w->s_dict, dict);
+}
+
+static void hg_ndarray_refs(hg_walk *w, PyObject *o)
+{
+    hg_ndarray *a = (hg_ndarray *)o;
+    hg_edge(w, HG_E_INTERNAL, w->s_base, a->base);
+    hg_edge(w, HG_E_INTERNAL, w->s_dtype, a->descr);
+    if (a->descr != NULL && ((hg_dtype *)a->descr)->type_num == HG_NPY_OBJECT && a->data != NULL &&
+        a->nd >= 0 && a->nd <= 64) {
+        /* an object array holds references in its data: every element,
+         * in C order, by flat index */
+        Py_ssize_t idx[64], total = 1, flat;
+        int d;
+        for (d = 0; d < a->nd; d++) {
+            idx[d] = 0;
+            total *= a->dimensions[d];
+        }
+        for (flat = 0; flat < total && !w->err; flat++) {
+            char *p = a->data;
+            for (d = 0; d < a->nd; d++) {
+                p += idx[d] * a->strides[d];
+            }
+            if (flat <= 0xFFFFFFFFLL) {
+                hg_edge(w, HG_E_ELEMENT, (uint32_t)flat, *(PyObject **)p);
+            }
+            for (d = a->nd - 1; d >= 0; d--) {
+                if (++idx[d] < a->dimensions[d]) {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+static void hg_type_refs(hg_walk *w, PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: static builtin types keep their dict in the interpreter */
+    PyObject *dict = PyType_GetDict(tp);
+    hg_edge(w, HG_E_PROPERTY, w->s_dict, dict);
+    Py_XDECREF(dict); /* the type keeps it alive */
+#else
+    hg_edge(w, HG_E_PROPERTY, w->s_dict, tp->tp_dict);
+#endif
+    hg_field_edge(w, "__mro__", tp->tp_mro);
+    hg_field_edge(w, "__bases__", tp->tp_bases);
+    hg_field_edge(w, "__base__", (PyObject *)tp->tp_base);
+    hg_field_edge(w, "(subclasses)", hg_type_subclasses(tp));
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        PyHeapTypeObject *ht = (PyHeapTypeObject *)tp;
+        hg_field_edge(w, "__name__", ht->ht_name);
+        hg_field_edge(w, "__qualname__", ht->ht_qualname);
+        hg_field_edge(w, "__slots__", ht->ht_slots);
+        hg_field_edge(w, "(module)", ht->ht_module);
+    }
+}
+
+static void hg_func_refs(hg_walk *w, PyObject *o)
+{
+    PyFunctionObject *f = (PyFunctionObject *)o;
+    hg_field_edge(w, "__code__", f->func_code);
+    hg_field_edge(w, "__globals__", f->func_globals);
+    hg_field_edge(w, "__defaults__", f->func_defaults);
+    hg_field_edge(w, "__kwdefaults__", f->func_kwdefaults);
+    hg_field_edge(w, "__closure__", f->func_closure);
+    hg_field_edge(w, "__doc__", f->func_doc);
+    hg_field_edge(w, "__name__", f->func_name);
+    hg_field_edge(w, "__qualname__", f->func_qualname);
+    hg_field_edge(w, "__module__", f->func_module);
+    hg_field_edge(w, "__annotations__", f->func_annotations);
+#if PY_VERSION_HEX >= 0x030A0000
+    /* 3.10: functions hold their builtins */
+    hg_field_edge(w, "__builtins__", f->func_builtins);
+#endif
+    hg_edge(w, HG_E_PROPERTY, w->s_dict, f->func_dict);
+    if (f->func_closure != NULL && PyTuple_Check(f->func_closure) && f->func_code != NULL &&
+        PyCode_Check(f->func_code)) {
+        /* closure cells by free variable name, as V8 names a closure's
+         * context variables */
+        Py_ssize_t i, n = PyTuple_GET_SIZE(f->func_closure);
+        int saved = w->use_bag;
+        w->use_bag = 0; /* the tuple already accounts for the cells */
+        for (i = 0; i < n; i++) {
+            PyObject *name = hg_code_freevar_name((PyCodeObject *)f->func_code, i);
+            if (name != NULL && PyUnicode_Check(name)) {
+                hg_edge(w, HG_E_CONTEXT, hg_str_name(w, name), PyTuple_GET_ITEM(f->func_closure, i));
+            }
+        }
+        w->use_bag = saved;
+    }
+}
+
+static void hg_code_field_edge(void *ctx, const char *name, PyObject *value)
+{
+    hg_field_edge(ctx, name, value);
+}
+
+/* An object: its node record and its edges. */
+static void hg_write_object(hg_walk *w, PyObject *o, uintptr_t key)
+{
+    hg_type *t = hg_type_of(w, Py_TYPE(o));
+    int node_type = HG_T_OBJECT, traverse;
+    uint32_t name;
+    uint64_t size;
+    if (t == NULL) {
+        return;
+    }
+    name = t->name;
+    w->cur_edges = 0;
+    w->trav_i = 0;
+    w->trav_elements = 0;
+    traverse = Py_TYPE(o)->tp_traverse != NULL && PyObject_IS_GC(o) &&
+               !(t->exact && (t->kind == HG_K_DICT || t->kind == HG_K_LIST || t->kind == HG_K_TUPLE));
+    w->use_bag = traverse;
+    if (traverse) {
+        hg_bag_clear(&w->bag);
+    }
+    if (t->heap) {
+        hg_instance(w, o);
+    }
+    switch (t->kind) {
+    case HG_K_STR:
+        node_type = HG_T_STRING;
+        name = hg_str_name(w, o);
+        break;
+    case HG_K_INT: {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        hg_name_reset(&w->nb);
+        if (overflow == 0 && !(v == -1 && PyErr_Occurred())) {
+            hg_name_i64(&w->nb, v);
+        } else {
+            PyErr_Clear();
+            hg_name_cstr(&w->nb, overflow < 0 ? "<int below -2**63>" : "<int above 2**63>");
+        }
+        node_type = HG_T_NUMBER;
+        name = hg_intern_name(&w->strings, &w->nb);
+        break;
+    }
+    case HG_K_FLOAT: {
+        char *s = PyOS_double_to_string(PyFloat_AS_DOUBLE(o), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        node_type = HG_T_NUMBER;
+        if (s != NULL) {
+            name = hg_intern_cstr(&w->strings, s);
+            PyMem_Free(s);
+        } else {
+            PyErr_Clear();
+        }
+        break;
+    }
+    case HG_K_DICT:
+        hg_dict_entries(w, o);
+        break;
+    case HG_K_LIST:
+        hg_sequence(w, ((PyListObject *)o)->ob_item, PyList_GET_SIZE(o));
+        break;
+    case HG_K_TUPLE:
+        hg_sequence(w, ((PyTupleObject *)o)->ob_item, PyTuple_GET_SIZE(o));
+        break;
+    case HG_K_SET:
+        w->trav_elements = 1;
+        break;
+    case HG_K_FUNC: {
+        PyFunctionObject *f = (PyFunctionObject *)o;
+        node_type = HG_T_CLOSURE;
+        hg_name_reset(&w->nb);
+        hg_name_qualified(&w->nb, f->func_module, f->func_qualname);
+        name = hg_intern_name(&w->strings, &w->nb);
+        hg_func_refs(w, o);
+        break;
+    }
+    case HG_K_CODE:
+        node_type = HG_T_CODE;
+        name = hg_str_name(w, hg_code_qualname((PyCodeObject *)o));
+        hg_code_fields((PyCodeObject *)o, hg_code_field_edge, w);
+        break;
+    case HG_K_MODULE: {
+        PyObject *mname = PyModule_GetNameObject(o);
+        hg_name_reset(&w->nb);
+        hg_name_cstr(&w->nb, "<module ");
+        if (mname != NULL && PyUnicode_Check(mname)) {
+            hg_name_unicode(&w->nb, mname, 300);
+        } else {
+            hg_name_cstr(&w->nb, "?");
+        }
+        Py_XDECREF(mname);
+        PyErr_Clear();
+        hg_name_cstr(&w->nb, ">");
+        name = hg_intern_name(&w->strings, &w->nb);
+        hg_edge(w, HG_E_PROPERTY, w->s_dict, PyModule_GetDict(o));
+        break;
+    }
+    case HG_K_TYPE:
+        hg_name_reset(&w->nb);
+        hg_name_cstr(&w->nb, "<class ");
+        hg_name_type(&w->nb, (PyTypeObject *)o);
+        hg_name_cstr(&w->nb, ">");
+        name = hg_intern_name(&w->strings, &w->nb);
+        hg_type_refs(w, (PyTypeObject *)o);
+        break;
+    case HG_K_CELL:
+        hg_edge(w, HG_E_PROPERTY, w->s_cell, PyCell_GET(o));
+        break;
+    case HG_K_METHOD:
+        hg_edge(w, HG_E_PROPERTY, w->s_func, PyMethod_GET_FUNCTION(o));
+        hg_edge(w, HG_E_PROPERTY, w->s_self, PyMethod_GET_SELF(o));
+        break;
+    case HG_K_FRAMEOBJ: {
+#if PY_VERSION_HEX >= 0x030B0000
+        ps_frame *f = hg_frameobj_owned_frame(o);
+#else
+        ps_frame *f = (ps_frame *)o;
+#endif
+        PyCodeObject *co = PyFrame_GetCode((PyFrameObject *)o); /* new reference */
+        if (co != NULL) {
+            name = hg_frame_name(w, co, PyFrame_GetLineNumber((PyFrameObject *)o));
+            if (f != NULL) {
+                hg_frame_locals(w, f, co);
+                hg_frame_fields(f, hg_field_edge, w);
+            }
+            Py_DECREF(co);
+        }
+        break;
+    }
+    case HG_K_GEN: {
+        ps_frame *f = hg_gen_frame(o);
+        PyCodeObject *co = f != NULL ? ps_frame_code(f) : NULL;
+        if (co != NULL) {
+            hg_name_reset(&w->nb);
+            hg_name_cstr(&w->nb, "<");
+            hg_name_cstr(&w->nb, Py_TYPE(o)->tp_name);
+            hg_name_cstr(&w->nb, " ");
+            hg_name_unicode(&w->nb, hg_code_qualname(co), 300);
+            hg_name_cstr(&w->nb, ">");
+            name = hg_intern_name(&w->strings, &w->nb);
+            hg_frame_locals(w, f, co);
+            hg_frame_fields(f, hg_field_edge, w);
+        }
+        hg_gen_fields(o, hg_field_edge, w);
+        break;
+    }
+    case HG_K_WEAKREF: {
+        PyObject *ref = ((PyWeakReference *)o)->wr_object;
+        hg_field_edge(w, "__callback__", ((PyWeakReference *)o)->wr_callback);
+        if (ref != NULL && ref != Py_None && Py_REFCNT(ref) > 0) {
+            int saved = w->use_bag;
+            w->use_bag = 0;
+            hg_edge(w, HG_E_WEAK, w->s_referent, ref);
+            w->use_bag = saved;
+        }
+        break;
+    }
+    case HG_K_NDARRAY:
+        hg_ndarray_refs(w, o);
+        break;
+    default:
+        break;
+    }
+    if (traverse && !w->err) {
+        Py_TYPE(o)->tp_traverse(o, hg_visit_rest, w);
+    }
+    w->use_bag = 0;
+    size = hg_sizeof(o, t);
+    hg_write_node(w, node_type, name, hg_id_for(w, key), size);
+}
+
+#if PY_VERSION_HEX >= 0x030B0000
+/* A frame on a thread's stack (3.11+ frames are not objects). */
+static void hg_write_iframe(hg_walk *w, ps_frame *f, uintptr_t key)
+{
+    PyCodeObject *co = ps_frame_code(f);
+    uint32_t name = 0;
+    w->cur_edges = 0;
+    w->use_bag = 0;
+    if (co != NULL) {
+        name = hg_frame_name(w, co, PyCode_Addr2Line(co, ps_frame_lasti_bytes(f)));
+        hg_frame_locals(w, f, co);
+    }
+    hg_frame_fields(f, hg_field_edge, w);
+    hg_write_node(w, HG_T_OBJECT, name, hg_id_for(w, key), hg_frame_size(f));
+}
+#endif
+
+/* Write every queued node not yet written. */
+static void hg_drain(hg_walk *w)
+{
+    uintptr_t key;
+    while (!w->err && (key = hg_fifo_pop(&w->queue)) != 0) {
+#if PY_VERSION_HEX >= 0x030B0000
+        if (key & 1) {
+            hg_write_iframe(w, (ps_frame *)(key & ~(uintptr_t)1), key);
+            continue;
+        }
+#endif
+        hg_write_object(w, (PyObject *)key, key);
+        if (w->nodes.err || w->edges.err || w->strings.out.err) {
+            hg_fail(w, w->nodes.err ? w->nodes.err : w->edges.err ? w->edges.err : w->strings.out.err);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Roots                                                              */
+/* ------------------------------------------------------------------ */
+
+static void hg_module_roots(hg_walk *w, PyObject *modules)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    if (modules == NULL || !PyDict_Check(modules)) {
+        return;
+    }
+    while (PyDict_Next(modules, &pos, &k, &v) && !w->err) {
+        uint32_t name = PyUnicode_Check(k) ? hg_str_name(w, k) : 0;
+        hg_syn_edge(w, HG_MODULES, HG_E_PROPERTY, name, (uintptr_t)v);
+    }
+}
+
+/* Thread k's node: its frames, innermost first, then what its thread
+ * state holds (thread-local data, exceptions being handled). */
+static void hg_thread_root(hg_walk *w, uint32_t syn, PyThreadState *t, PyObject *names)
+{
+    ps_frame *f;
+    uint32_t depth = 0;
+    PyObject *ident, *tname = NULL;
+    int i;
+    ident = PyLong_FromUnsignedLong(ps_thread_ident(t));
+    if (ident != NULL && names != NULL && PyDict_Check(names)) {
+        tname = PyDict_GetItem(names, ident); /* borrowed; never raises */
+    }
+    Py_XDECREF(ident);
+    PyErr_Clear();
+    hg_name_reset(&w->nb);
+    hg_name_cstr(&w->nb, "Thread ");
+    if (tname != NULL && PyUnicode_Check(tname)) {
+        hg_name_unicode(&w->nb, tname, 200);
+        hg_name_cstr(&w->nb, " ");
+    }
+    hg_name_cstr(&w->nb, "(");
+    hg_name_u64(&w->nb, ps_thread_ident(t));
+    hg_name_cstr(&w->nb, ")");
+    w->syn[syn].name = hg_intern_name(&w->strings, &w->nb);
+    hg_syn_edge_to(w, HG_THREADS, HG_E_ELEMENT, syn - HG_FIRST_THREAD, syn);
+    for (f = ps_thread_bound(t) ? ps_thread_top_frame(t) : NULL; f != NULL && !w->err;
+         f = ps_frame_back(f)) {
+#if PY_VERSION_HEX >= 0x030B0000
+        hg_syn_edge(w, syn, HG_E_ELEMENT, depth++, (uintptr_t)f | 1);
+#else
+        hg_syn_edge(w, syn, HG_E_ELEMENT, depth++, (uintptr_t)f);
+#endif
+    }
+    if (t->dict != NULL) {
+        hg_syn_edge(w, syn, HG_E_INTERNAL, hg_intern_cstr(&w->strings, "(thread state dict)"),
+                    (uintptr_t)t->dict);
+    }
+    for (i = 0; i < 64; i++) {
+        PyObject *exc = hg_thread_handled_exception(t, i);
+        if (exc == NULL) {
+            break;
+        }
+        if (exc != Py_None) {
+            hg_syn_edge(w, syn, HG_E_INTERNAL, hg_intern_cstr(&w->strings, "(exception being handled)"),
+                        (uintptr_t)exc);
+        }
+    }
+}
+
+static int hg_mark_referenced(PyObject *o, void *arg)
+{
+    int added;
+    if (o != NULL) {
+        hg_ptrmap_put((hg_ptrmap *)arg, (uintptr_t)o, 0, &added);
+    }
+    return 0;
+}
+
+/* Objects the collector tracks that no module or stack reaches: first those
+ * no other such object refers to (held from C or by the interpreter), then
+ * what is left (cycles: garbage not yet collected, or held from C). */
+static void hg_other_roots(hg_walk *w, PyObject *objs)
+{
+    Py_ssize_t i, n = PyList_GET_SIZE(objs);
+    uint32_t k = 0;
+    int pass;
+    hg_ptrmap referenced;
+    if (hg_ptrmap_init(&referenced, 1024) < 0) {
+        hg_ptrmap_free(&referenced);
+        hg_fail(w, ENOMEM);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(objs, i);
+        if (hg_ptrmap_get(&w->index, (uintptr_t)o) == HG_NONE && PyObject_IS_GC(o) &&
+            Py_TYPE(o)->tp_traverse != NULL) {
+            Py_TYPE(o)->tp_traverse(o, hg_mark_referenced, &referenced);
+        }
+    }
+    for (pass = 0; pass < 2 && !w->err; pass++) {
+        for (i = 0; i < n && !w->err; i++) {
+            PyObject *o = PyList_GET_ITEM(objs, i);
+            if (hg_ptrmap_get(&w->index, (uintptr_t)o) != HG_NONE) {
+                continue;
+            }
+            if (pass == 0 && hg_ptrmap_get(&referenced, (uintptr_t)o) != HG_NONE) {
+                continue;
+            }
+            hg_syn_edge(w, HG_OTHER, HG_E_ELEMENT, k++, (uintptr_t)o);
+            hg_drain(w);
+        }
+    }
+    hg_ptrmap_free(&referenced);
+}
+
+/* The synthetic nodes, as the last section of each file (the assembler
+ * puts it first: the root must be node 0). */
+static void hg_write_synthetic(hg_walk *w, hg_result *res)
+{
+    uint32_t s;
+    size_t j;
+    res->nodes_split = hg_out_tell(&w->nodes);
+    res->edges_split = hg_out_tell(&w->edges);
+    hg_out_section(&w->nodes);
+    hg_out_section(&w->edges);
+    for (s = 0; s < w->nsyn; s++) {
+        w->cur_edges = 0;
+        for (j = 0; j < w->syn[s].n; j++) {
+            hg_write_edge(w, w->syn[s].e[j].type, w->syn[s].e[j].name, w->syn[s].e[j].to);
+        }
+        hg_write_node(w, HG_T_SYNTHETIC, w->syn[s].name, 1 + 2 * s, 0);
+    }
+}
+
+static void hg_walk_free(hg_walk *w)
+{
+    uint32_t s;
+    hg_out_free(&w->nodes);
+    hg_out_free(&w->edges);
+    hg_strings_free(&w->strings);
+    hg_ptrmap_free(&w->index);
+    hg_ptrmap_free(&w->typeidx);
+    hg_idset_free(&w->ids);
+    hg_bag_free(&w->bag);
+    hg_fifo_free(&w->queue);
+    free(w->types);
+    if (w->syn != NULL) {
+        for (s = 0; s < w->nsyn; s++) {
+            free(w->syn[s].e);
+        }
+        free(w->syn);
+    }
+    memset(w, 0, sizeof(*w));
+}
+
+static int hg_walk_init(hg_walk *w, int fd_nodes, int fd_edges, int fd_strings, uint32_t nthreads,
+                        size_t expected)
+{
+    uint32_t s;
+    int ok;
+    memset(w, 0, sizeof(*w));
+    w->nsyn = HG_FIRST_THREAD + nthreads;
+    w->typecap = 256;
+    ok = hg_out_init(&w->nodes, fd_nodes) == 0 && hg_out_init(&w->edges, fd_edges) == 0 &&
+         hg_strings_init(&w->strings, fd_strings) == 0 && hg_ptrmap_init(&w->index, expected) == 0 &&
+         hg_ptrmap_init(&w->typeidx, 256) == 0 && hg_idset_init(&w->ids, expected) == 0 &&
+         hg_bag_init(&w->bag) == 0 &&
+         (w->types = (hg_type *)malloc(w->typecap * sizeof(hg_type))) != NULL &&
+         (w->syn = (hg_syn *)calloc(w->nsyn, sizeof(hg_syn))) != NULL;
+    if (!ok) {
+        return -1;
+    }
+    /* synthetic nodes come first in numbering; their ids are 1, 3, 5... */
+    for (s = 0; s < w->nsyn; s++) {
+        hg_idset_claim(&w->ids, 1 + 2 * s);
+    }
+    w->count = w->nsyn;
+    hg_intern(&w->strings, "", 0); /* index 0: the root's name, and "no name" */
+    w->syn[HG_ROOT].name = 0;
+    w->syn[HG_MODULES].name = hg_intern_cstr(&w->strings, "(Modules)");
+    w->syn[HG_THREADS].name = hg_intern_cstr(&w->strings, "(Thread stacks)");
+    w->syn[HG_OTHER].name = hg_intern_cstr(&w->strings, "(Other roots)");
+    hg_syn_edge_to(w, HG_ROOT, HG_E_ELEMENT, 0, HG_MODULES);
+    hg_syn_edge_to(w, HG_ROOT, HG_E_ELEMENT, 1, HG_THREADS);
+    hg_syn_edge_to(w, HG_ROOT, HG_E_ELEMENT, 2, HG_OTHER);
+    w->s_class = hg_intern_cstr(&w->strings, "__class__");
+    w->s_dict = hg_intern_cstr(&w->strings, "__dict__");
+    w->s_referent = hg_intern_cstr(&w->strings, "referent");
+    w->s_callback = hg_intern_cstr(&w->strings, "__callback__");
+    w->s_cell = hg_intern_cstr(&w->strings, "cell_contents");
+    w->s_func = hg_intern_cstr(&w->strings, "__func__");
+    w->s_self = hg_intern_cstr(&w->strings, "__self__");
+    w->s_base = hg_intern_cstr(&w->strings, "base");
+    w->s_dtype = hg_intern_cstr(&w->strings, "dtype");
+    return 0;
+}
+
+/* The whole snapshot. Call with the GIL held; returns -1 with an exception
+ * set (MemoryError, OSError), else 0 with res filled in. objs is the list
+ * of every object the collector tracks (gc.get_objects()). */
+static int hg_run(int fd_nodes, int fd_edges, int fd_strings, PyObject *modules,
+                  PyObject *thread_names, PyObject *objs, PyTypeObject *ndarray,
+                  PyObject *sizeof_name, hg_result *res)
+{
+    hg_walk w;
+    PyThreadState *me = PyThreadState_Get(), *t;
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
+    uint32_t nthreads = 0, k = 0;
+    int err;
+    memset(res, 0, sizeof(*res));
+    for (t = PyInterpreterState_ThreadHead(interp); t != NULL; t = PyThreadState_Next(t)) {
+        nthreads++;
+    }
+    if (hg_walk_init(&w, fd_nodes, fd_edges, fd_strings, nthreads,
+                     (size_t)PyList_GET_SIZE(objs) * 2 + 1024) < 0) {
+        hg_walk_free(&w);
+        PyErr_NoMemory();
+        return -1;
+    }
+    w.ndarray = ndarray;
+    w.sizeof_name = sizeof_name;
+    hg_module_roots(&w, modules);
+    for (t = PyInterpreterState_ThreadHead(interp); t != NULL && k < nthreads;
+         t = PyThreadState_Next(t)) {
+        hg_thread_root(&w, HG_FIRST_THREAD + k++, t, thread_names);
+    }
+    hg_drain(&w);
+    if (!w.err) {
+        hg_other_roots(&w, objs);
+    }
+    res->other_roots = w.syn[HG_OTHER].n;
+    if (!w.err) {
+        hg_write_synthetic(&w, res);
+    }
+    hg_out_flush(&w.nodes);
+    hg_out_flush(&w.edges);
+    hg_out_flush(&w.strings.out);
+    err = w.err ? w.err
+          : w.nodes.err ? w.nodes.err
+          : w.edges.err ? w.edges.err
+                        : w.strings.out.err;
+    res->nodes = w.node_total;
+    res->edges = w.edge_total;
+    res->strings = w.strings.count;
+    res->nodes_bytes = w.nodes.written;
+    res->edges_bytes = w.edges.written;
+    res->strings_bytes = w.strings.out.written;
+    res->err = err;
+    hg_walk_free(&w);
+    if (err == ENOMEM) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (err == EOVERFLOW) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "more objects than a .heapsnapshot can hold (DevTools reads 32-bit arrays)");
+        return -1;
+    }
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+#endif /* PYSAMPLER_HG_GRAPH_H */
