@@ -24,7 +24,7 @@
 #  include <unistd.h>
 #endif
 
-#include "_sampler/tables.h" /* ps_hash2 */
+#include "_heapgraph/tables.h"
 
 /* 256 KiB per output: few syscalls, bounded memory */
 #define HG_OUT_BUF (256 * 1024)
@@ -266,14 +266,8 @@ static void hg_name_unicode(hg_name *nb, PyObject *u, Py_ssize_t max_chars)
 /* The string table                                                   */
 /* ------------------------------------------------------------------ */
 typedef struct {
-    uint64_t hash; /* 0 = empty slot */
-    uint32_t index;
-} hg_strslot;
-
-typedef struct {
     hg_out out;
-    hg_strslot *slots;
-    size_t mask;
+    hg_ptrmap index; /* hash of the name's bytes -> its index */
     uint32_t count;
 } hg_strings;
 
@@ -299,38 +293,13 @@ static int hg_strings_init(hg_strings *t, int fd)
     if (hg_out_init(&t->out, fd) < 0) {
         return -1;
     }
-    t->mask = 4096 - 1;
-    t->slots = (hg_strslot *)calloc(t->mask + 1, sizeof(hg_strslot));
-    return t->slots ? 0 : -1;
+    return hg_ptrmap_init(&t->index, 4096);
 }
 
 static void hg_strings_free(hg_strings *t)
 {
     hg_out_free(&t->out);
-    free(t->slots);
-    t->slots = NULL;
-}
-
-static int hg_strings_grow(hg_strings *t)
-{
-    size_t cap = (t->mask + 1) * 2, i;
-    hg_strslot *s = (hg_strslot *)calloc(cap, sizeof(hg_strslot));
-    if (!s) {
-        return -1;
-    }
-    for (i = 0; i <= t->mask; i++) {
-        if (t->slots[i].hash) {
-            size_t j = (size_t)t->slots[i].hash & (cap - 1);
-            while (s[j].hash) {
-                j = (j + 1) & (cap - 1);
-            }
-            s[j] = t->slots[i];
-        }
-    }
-    free(t->slots);
-    t->slots = s;
-    t->mask = cap - 1;
-    return 0;
+    hg_ptrmap_free(&t->index);
 }
 
 /* Write s (valid UTF-8) as a JSON string; control characters, quotes and
@@ -367,25 +336,19 @@ static void hg_out_json_string(hg_out *o, const char *s, size_t n)
  * Returns 0 (the empty string, always first) when memory runs out. */
 static uint32_t hg_intern(hg_strings *t, const char *s, size_t n)
 {
-    uint64_t h = hg_hash_bytes(s, n);
-    size_t j;
-    if ((size_t)(t->count + 1) * 10 > (t->mask + 1) * 7 && hg_strings_grow(t) < 0) {
+    int added;
+    uint32_t index = hg_ptrmap_put(&t->index, hg_hash_bytes(s, n), t->count, &added);
+    if (index == HG_NONE) {
         return 0;
     }
-    j = (size_t)h & t->mask;
-    while (t->slots[j].hash) {
-        if (t->slots[j].hash == h) {
-            return t->slots[j].index;
+    if (added) {
+        if (t->count) {
+            hg_out_bytes(&t->out, ",\n", 2);
         }
-        j = (j + 1) & t->mask;
+        hg_out_json_string(&t->out, s, n);
+        t->count++;
     }
-    t->slots[j].hash = h;
-    t->slots[j].index = t->count;
-    if (t->count) {
-        hg_out_bytes(&t->out, ",\n", 2);
-    }
-    hg_out_json_string(&t->out, s, n);
-    return t->count++;
+    return index;
 }
 
 static inline uint32_t hg_intern_name(hg_strings *t, hg_name *nb)

@@ -3,7 +3,8 @@
  * with the program paused and allocates no Python objects for its state):
  *
  *   hg_ptrmap   address -> node index; every node of the graph, 16 bytes a
- *               slot at load <= 0.7 (23 to 46 bytes a node)
+ *               slot at load <= 0.7 (23 to 46 bytes a node); also types ->
+ *               their names, and the string table's hashes -> indices
  *   hg_idset    node ids handed out, to keep them unique (4 bytes a slot)
  *   hg_bag      the references one object's named edges already cover, so
  *               its tp_traverse adds only the others; cleared per object
@@ -25,7 +26,7 @@
 /* key and value side by side: one cache miss a lookup, not two (the map
  * outgrows the caches: measured 16% of a 1.3M-object walk in lookups) */
 typedef struct {
-    uintptr_t key; /* 0 = empty */
+    uint64_t key; /* 0 = empty: an address, or a nonzero hash */
     uint32_t val;
 } hg_slot;
 
@@ -35,9 +36,9 @@ typedef struct {
     size_t count;
 } hg_ptrmap;
 
-static inline size_t hg_ptr_hash(uintptr_t p)
+static inline size_t hg_ptr_hash(uint64_t p)
 {
-    return (size_t)ps_hash2((uint64_t)p, 0);
+    return (size_t)ps_hash2(p, 0);
 }
 
 static int hg_ptrmap_init(hg_ptrmap *m, size_t expected)
@@ -80,7 +81,7 @@ static int hg_ptrmap_grow(hg_ptrmap *m)
     return 0;
 }
 
-static inline uint32_t hg_ptrmap_get(const hg_ptrmap *m, uintptr_t key)
+static inline uint32_t hg_ptrmap_get(const hg_ptrmap *m, uint64_t key)
 {
     size_t j = hg_ptr_hash(key) & m->mask;
     while (m->slots[j].key) {
@@ -94,7 +95,7 @@ static inline uint32_t hg_ptrmap_get(const hg_ptrmap *m, uintptr_t key)
 
 /* The value for key, or val inserted (*added set) if absent; HG_NONE when
  * memory runs out. */
-static inline uint32_t hg_ptrmap_put(hg_ptrmap *m, uintptr_t key, uint32_t val, int *added)
+static inline uint32_t hg_ptrmap_put(hg_ptrmap *m, uint64_t key, uint32_t val, int *added)
 {
     size_t j;
     *added = 0;

@@ -23,6 +23,7 @@ import contextlib
 import gc
 import json
 import os
+import secrets
 import sys
 import sysconfig
 import tempfile
@@ -290,17 +291,21 @@ def snapshot_graph(path: str | os.PathLike[str], *, collect: bool = False) -> Gr
     """
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
-    with taking(directory, collect=collect) as parts:
-        fd, partial = tempfile.mkstemp(dir=directory, prefix=".pysampler-", suffix=SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                parts.write_to(out)
-            os.replace(partial, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
-            raise
-        return parts.info(target)
+    # Opened before the pause, so that a bad path fails without pausing; a
+    # name of its own, with the permissions a new file gets (not mkstemp's
+    # 0600), renamed over the target once complete.
+    partial = f"{target}.{os.getpid()}-{secrets.token_hex(4)}.part"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out, taking(directory, collect=collect) as parts:
+            parts.write_to(out)
+            info = parts.info(target)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return info
 
 
 def _after_fork_in_child() -> None:
