@@ -60,6 +60,15 @@ def gen():
 
 g = gen()
 next(g)
+
+def fail():
+    tb_local = ["held by a traceback"]
+    raise ValueError("boom")
+
+try:
+    fail()
+except ValueError as e:
+    saved = e
 ready, stop = threading.Event(), threading.Event()
 
 def worker():
@@ -79,7 +88,7 @@ HOLD = {
     "list": [None, 10**10], "tuple": ("t", 2.5), "set": {"s1", "s2"}, "frozenset": frozenset({7}),
     "int": 10**12 + 1, "neg": -5000, "big": 2**100, "float": 1.1, "true": True,
     "dict": {"inner": 1}, 7: "seven", (1, 2): "tuple key", None: "none key",
-    "module": json, "class": Plain,
+    "module": json, "class": Plain, "exception": saved,
 }
 sizes = {repr(k): sys.getsizeof(v) for k, v in HOLD.items()}
 info = pysampler.heap.snapshot_graph(sys.argv[1])
@@ -213,6 +222,11 @@ def test_edges_are_named_by_attribute_key_index_and_variable(
     assert cell.child(graph, "cell_contents").child(graph, 0).name == "captured"
     if sys.version_info >= (3, 11):
         assert hold.child(graph, "gen").child(graph, "gen_local", "context").name == "gen-local"
+    # a stored exception holds its traceback, its frames and their locals
+    tb = hold.child(graph, "exception").child(graph, "__traceback__").child(graph, "tb_next")
+    frame = tb.child(graph, "tb_frame")
+    assert re.fullmatch(r"<frame fail <string>:\d+>", frame.name)
+    assert frame.child(graph, "tb_local", "context").child(graph, 0).name == "held by a traceback"
     # a frame local on another thread's stack
     thread = next(
         graph.nodes[to]

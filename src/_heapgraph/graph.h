@@ -104,7 +104,9 @@ enum {
     HG_K_FRAMEOBJ,
     HG_K_GEN,
     HG_K_WEAKREF,
-    HG_K_NDARRAY
+    HG_K_NDARRAY,
+    HG_K_EXCEPTION,
+    HG_K_TRACEBACK
 };
 
 /* numpy's array and dtype structs: their leading fields, unchanged from
@@ -400,6 +402,7 @@ static int hg_type_kind(hg_walk *w, PyTypeObject *tp, uint8_t *exact)
     if (tp == &PyMethod_Type) return HG_K_METHOD;
     if (tp == &PyFrame_Type) return HG_K_FRAMEOBJ;
     if (tp == &PyGen_Type || tp == &PyCoro_Type || tp == &PyAsyncGen_Type) return HG_K_GEN;
+    if (tp == &PyTraceBack_Type) return HG_K_TRACEBACK;
     *exact = 0;
     if (PyType_IsSubtype(tp, &PyDict_Type)) return HG_K_DICT;
     if (PyType_IsSubtype(tp, &PyList_Type)) return HG_K_LIST;
@@ -410,6 +413,7 @@ static int hg_type_kind(hg_walk *w, PyTypeObject *tp, uint8_t *exact)
     if (PyType_IsSubtype(tp, &PyModule_Type)) return HG_K_MODULE;
     if (PyType_IsSubtype(tp, &PyType_Type)) return HG_K_TYPE;
     if (PyType_IsSubtype(tp, &_PyWeakref_RefType)) return HG_K_WEAKREF;
+    if (PyType_IsSubtype(tp, (PyTypeObject *)PyExc_BaseException)) return HG_K_EXCEPTION;
     if (w->ndarray != NULL && PyType_IsSubtype(tp, w->ndarray)) return HG_K_NDARRAY;
     return HG_K_OTHER;
 }
@@ -828,6 +832,11 @@ static void hg_write_object(hg_walk *w, PyObject *o, uintptr_t key)
             }
             Py_DECREF(co);
         }
+#if PY_VERSION_HEX >= 0x030B0000
+        /* 3.11+: the object's own fields (3.9-3.10: hg_frame_fields) */
+        hg_field_edge(w, "f_back", (PyObject *)((PyFrameObject *)o)->f_back);
+        hg_field_edge(w, "f_trace", ((PyFrameObject *)o)->f_trace);
+#endif
         break;
     }
     case HG_K_GEN: {
@@ -860,6 +869,13 @@ static void hg_write_object(hg_walk *w, PyObject *o, uintptr_t key)
     }
     case HG_K_NDARRAY:
         hg_ndarray_refs(w, o);
+        break;
+    case HG_K_EXCEPTION:
+        hg_exception_fields(o, hg_field_edge, w);
+        break;
+    case HG_K_TRACEBACK:
+        hg_field_edge(w, "tb_frame", (PyObject *)((PyTracebackObject *)o)->tb_frame);
+        hg_field_edge(w, "tb_next", (PyObject *)((PyTracebackObject *)o)->tb_next);
         break;
     default:
         break;

@@ -343,6 +343,22 @@ static inline ps_frame *hg_frameobj_owned_frame(PyObject *fo)
 }
 #endif
 
+/* The fields of an exception (its args, traceback, context and cause:
+ * a stored exception keeps its traceback's frames, and their locals). */
+static void hg_exception_fields(PyObject *exc, hg_field_fn fn, void *ctx)
+{
+    PyBaseExceptionObject *e = (PyBaseExceptionObject *)exc;
+    fn(ctx, "args", e->args);
+    fn(ctx, "__traceback__", e->traceback);
+    fn(ctx, "__context__", e->context);
+    fn(ctx, "__cause__", e->cause);
+    fn(ctx, "__dict__", e->dict);
+#if PY_VERSION_HEX >= 0x030B0000
+    /* 3.11: add_note() */
+    fn(ctx, "__notes__", e->notes);
+#endif
+}
+
 /* The dict of weak references to a class's subclasses, or NULL. */
 static inline PyObject *hg_type_subclasses(PyTypeObject *tp)
 {
