@@ -6,11 +6,14 @@ Playwright), starts that worker as the Memory panel does (with its second
 worker for dominators), feeds it the file through the same loader, and
 calls the methods behind the panel's views: Summary (aggregatesWithFilter),
 Containment (createEdgesProvider), Retainers (createRetainingEdgesProvider)
-and Comparison (aggregatesForDiff + calculateSnapshotDiff).
+and Comparison (aggregatesForDiff + calculateSnapshotDiff). memory_panel()
+drives the panel itself, for screenshots of what a person sees.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,6 +160,28 @@ class DevToolsHeap:
         """The Comparison view of ``key`` against ``base``: per class,
         added and deleted counts and the size delta."""
         return dict(self.page.evaluate(_COMPARISON, [base, key]))
+
+
+def memory_panel(b: Any, paths: list[Path]) -> Any:
+    """The Memory panel of the bundled DevTools, in a new page of browser
+    ``b``, with ``paths`` loaded through its "Load profile" button, as a
+    person would; returns the page once the last one is listed."""
+    page = b.new_page(viewport={"width": 1500, "height": 950})
+    page.goto(DEVTOOLS + "?panel=heap-profiler")
+    load = page.get_by_text("Load profile").first
+    load.wait_for(timeout=30000)
+    sizes = page.get_by_text(re.compile(r"^\(\d[\d.,]*\s[kMG]?B\)$"))
+    for n, path in enumerate(paths, 1):
+        with page.expect_file_chooser() as chooser:
+            load.click()
+        chooser.value.set_files(str(path))
+        # listed by file name, with its total size once parsed
+        page.get_by_text(path.stem, exact=True).first.wait_for(timeout=60000)
+        deadline = time.monotonic() + 120
+        while sizes.count() < n:
+            assert time.monotonic() < deadline, f"DevTools did not load {path}"
+            time.sleep(0.2)
+    return page
 
 
 @contextmanager

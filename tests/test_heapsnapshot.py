@@ -572,3 +572,31 @@ def test_devtools_reads_the_snapshots(leaked: dict[str, Any]) -> None:
         added = next(v for v in diff.values() if v["name"] == "__main__.Record")
         assert added["countDelta"] == 8000
         assert added["addedCount"] >= 8000 * 0.98
+
+
+def test_devtools_memory_panel_shows_the_growth(leaked: dict[str, Any]) -> None:
+    import browser
+
+    browser.require_browser()
+    from devtools_heap import memory_panel
+
+    browser.ARTIFACTS.mkdir(exist_ok=True)
+    with browser.chromium() as b:
+        page = memory_panel(b, [leaked["before"], leaked["after"]])
+        page.get_by_text("after", exact=True).first.click()
+        # Summary: the record class with its count
+        page.get_by_text("__main__.Record").first.wait_for(timeout=60000)
+        assert page.get_by_text(re.compile(r"^\u00d7\s*10\D?000$")).count() >= 1
+        # a record's retainers: the cache's entry, the CACHE global
+        page.get_by_text("__main__.Record").first.click()
+        page.keyboard.press("ArrowRight")  # expand the class
+        page.get_by_text(re.compile(r"^@\d+$")).first.wait_for(timeout=60000)
+        page.keyboard.press("ArrowDown")  # its first object
+        page.get_by_text("CACHE", exact=True).first.wait_for(timeout=60000)
+        page.screenshot(path=str(browser.ARTIFACTS / "heapsnapshot-summary.png"))
+        # Comparison against the first snapshot: +8000 records (and their
+        # bytes, lists, numbers)
+        page.locator("select").first.select_option(label="Comparison")
+        page.get_by_text(re.compile(r"^\+8\D?000$")).first.wait_for(timeout=60000)
+        assert page.get_by_text("__main__.Record").count() >= 1
+        page.screenshot(path=str(browser.ARTIFACTS / "heapsnapshot-comparison.png"))

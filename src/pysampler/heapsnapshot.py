@@ -112,8 +112,9 @@ class GraphSnapshot:
         nodes: objects in the graph (plus a few synthetic roots).
         edges: references between them.
         strings: distinct names in the string table.
-        other_roots: objects tracked by the garbage collector that no module
-            or thread stack reaches (listed under "(Other roots)").
+        other_roots: the children of "(Other roots)": objects tracked by
+            the garbage collector that no module or thread stack reaches,
+            and static (C) types.
         pause_seconds: how long the program was paused.
         size: bytes of the .heapsnapshot file.
         path: where it was written, if to a file.
