@@ -27,12 +27,12 @@
  *     comes, its edges go to the edges file and its node record, with the
  *     edge count, to the nodes file. Memory is the numbering (an address
  *     map of 16-byte slots, a set of ids, the string table's hashes, the
- *     queue of objects not yet written) and fixed buffers, measured at 67
+ *     queue of objects not yet written) and fixed buffers, measured at 70
  *     bytes an object at the peak for 1.2 million (benchmarks/
  *     heap_snapshot.py); the JSON is never held in memory. The synthetic
  *     nodes, whose edges are known only at the end, are written last, as
  *     a separate section the assembler puts first (node 0 must be the root).
- *   - Time: about 1.2 microseconds of CPU an object (1.5 s for 1.2 million
+ *   - Time: about 1.1 microseconds an object (1.3-1.4 s for 1.2 million
  *     on CPython 3.11), most of it waiting on memory: each object's header,
  *     its edges' slots in the address map and its id's slot in the id set
  *     are cache misses once the heap outgrows the caches (perf: hash probes
