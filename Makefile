@@ -33,7 +33,7 @@ lint: $(PY)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy --strict -p pysampler
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint --max-line-length 100 src/_sampler.pyx src/_columns.pyx
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint --max-line-length 100 src/_sampler.pyx src/_columns.pyx src/_heapgraph.pyx
 
 ## bench: the full overhead suite (~30 min); writes docs/benchmarks/results.{json,md} and overhead.png
 bench: $(PY)

@@ -83,7 +83,26 @@ class build_py_with_hook(build_py):
             f.write(HOOK_LINE)
 
 
+#: The heap snapshot's graph walk: a module of its own, apart from the
+#: sampler's primitives (it only shares pyframes.h, for thread stacks).
+heapgraph = Extension(
+    "pysampler._heapgraph",
+    sources=["src/_heapgraph.pyx"],
+    include_dirs=["src"],
+    depends=[
+        "src/_heapgraph/graph.h",
+        "src/_heapgraph/out.h",
+        "src/_heapgraph/pyobjects.h",
+        "src/_heapgraph/refs.h",
+        "src/_heapgraph/tables.h",
+        "src/_heapgraph/walk.h",
+        "src/_sampler/pyframes.h",
+        "src/_sampler/tables.h",
+    ],
+    extra_compile_args=extra_compile_args,
+)
+
 setup(
-    ext_modules=cythonize([extension, columns], language_level=3),
+    ext_modules=cythonize([extension, columns, heapgraph], language_level=3),
     cmdclass={"build_py": build_py_with_hook},
 )

@@ -261,6 +261,7 @@ REQUESTS = {
         *(f"/profile/heap?{_D}&format={f}" for f in ("heapprofile", "pprof")),
         "/debug/pprof/heap?seconds=0.1",
         "/debug/pprof/allocs?seconds=0.1",
+        "/profile/heap_snapshot",
     ],
     "resident heap": ["/debug/pprof/heap", "/debug/pprof/allocs"],
 }

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 
     from pysampler import heap
     from pysampler._control import Profiling, cancel, is_running, profile, start, stop
-    from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
+    from pysampler.errors import (
+        ProfilerAlreadyRunning,
+        ProfilerNotRunning,
+        PysamplerError,
+        SnapshotInProgress,
+    )
     from pysampler.heap_profile import HeapMetadata, HeapProfile
     from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
     from pysampler.server import Server
@@ -58,6 +63,7 @@ _LAZY = {
     "ProfilerAlreadyRunning": "pysampler.errors",
     "ProfilerNotRunning": "pysampler.errors",
     "PysamplerError": "pysampler.errors",
+    "SnapshotInProgress": "pysampler.errors",
     "HeapMetadata": "pysampler.heap_profile",
     "HeapProfile": "pysampler.heap_profile",
     "Frame": "pysampler.profile",
@@ -143,6 +149,7 @@ __all__ = [
     "ProfilerNotRunning",
     "Profiling",
     "PysamplerError",
+    "SnapshotInProgress",
     "ThreadInfo",
     "__version__",
     "cancel",

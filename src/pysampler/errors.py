@@ -17,3 +17,7 @@ class ProfilerNotRunning(PysamplerError, RuntimeError):
 
 class EndpointExposedWarning(UserWarning):
     """The HTTP endpoint listens beyond loopback without a token."""
+
+
+class SnapshotInProgress(PysamplerError, RuntimeError):
+    """A heap snapshot was asked for while another one is being taken."""

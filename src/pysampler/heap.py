@@ -17,6 +17,11 @@ blocks. Nothing is wrapped while no session runs. Memory allocated before
 
 One heap session per process; it is independent of the CPU sampler
 (:func:`pysampler.start`), and both may run at once.
+
+>>> pysampler.heap.snapshot_graph("app.heapsnapshot")   # what holds what, now
+
+writes the whole object graph for Chrome DevTools' Memory panel instead
+(pysampler.heapsnapshot; the program is paused while it is read).
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pysampler import _sampler
 from pysampler._heap_build import build_heap_profile
 from pysampler._session_state import RUNNING, SessionState
 from pysampler.errors import ProfilerAlreadyRunning
 from pysampler.heap_profile import HeapProfile
+
+if TYPE_CHECKING:
+    from pysampler.heapsnapshot import GraphSnapshot
 
 DEFAULT_SAMPLE_BYTES = 512 * 1024
 DEFAULT_MAX_DEPTH = 512
@@ -61,6 +70,7 @@ __all__ = [
     "cancel",
     "is_running",
     "snapshot",
+    "snapshot_graph",
     "start",
     "stop",
 ]
@@ -172,6 +182,34 @@ def _discard() -> None:
 def is_running() -> bool:
     """True while heap profiling is running."""
     return _state.running
+
+
+def snapshot_graph(path: str | os.PathLike[str], *, collect: bool = False) -> GraphSnapshot:
+    """Write a heap snapshot of the whole object graph to ``path``, for
+    Chrome DevTools' Memory panel (Memory > Load profile).
+
+    Unlike :func:`snapshot` (sampled allocations, by stack), this is every
+    object the garbage collector tracks and what they refer to, with
+    sizes; DevTools shows what retains what. The program is paused while
+    the graph is read. See docs/heap.md, "Heap snapshots".
+
+    Args:
+        path: the file to write (``.heapsnapshot``).
+        collect: run ``gc.collect()`` first, so that garbage awaiting
+            collection is not in the graph.
+
+    Returns:
+        Counts, the pause and the file's size
+        (:class:`pysampler.heapsnapshot.GraphSnapshot`).
+
+    Raises:
+        SnapshotInProgress: another snapshot is being taken.
+        RuntimeError: on free-threaded CPython, which has no GIL to pause with.
+    """
+    # Imported on use: programs that never take one do not load the walker.
+    from pysampler.heapsnapshot import snapshot_graph as _snapshot_graph
+
+    return _snapshot_graph(path, collect=collect)
 
 
 def _after_fork_in_child() -> None:

@@ -110,12 +110,17 @@ def rate(params: dict[str, str]) -> tuple[float, str]:
     return hz, mode
 
 
+def flag(params: dict[str, str], name: str) -> bool:
+    """A 0/1 parameter, 0 when absent."""
+    value = params.get(name, "0")
+    if value not in ("0", "1"):
+        raise HttpError(400, f"{name} must be 0 or 1, not {value[:50]!r}", name)
+    return value == "1"
+
+
 def asyncio_flag(params: dict[str, str], mode: str) -> bool:
     """``asyncio=1``: also record where waiting asyncio tasks wait (wall mode)."""
-    value = params.get("asyncio", "0")
-    if value not in ("0", "1"):
-        raise HttpError(400, f"asyncio must be 0 or 1, not {value[:50]!r}", "asyncio")
-    if value == "0":
+    if not flag(params, "asyncio"):
         return False
     if mode != "wall":
         raise HttpError(400, "asyncio=1 needs mode=wall (a waiting task uses no CPU)", "asyncio")

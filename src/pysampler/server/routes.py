@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pysampler import _control, formats
 from pysampler import heap as _heap
 from pysampler._log import logger
-from pysampler.errors import ProfilerNotRunning
+from pysampler.errors import ProfilerNotRunning, SnapshotInProgress
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
 from pysampler.server import guard, limits, query, sessions
@@ -413,6 +413,39 @@ class _Handler(BaseHTTPRequestHandler):
         seconds = query.duration(params, "seconds", self.server.max_duration, None)
         self._timed_heap(seconds, query.sample_bytes(params), "inuse", formats.get("pprof"), "heap")
 
+    def profile_heap_snapshot(self, params: dict[str, str]) -> None:
+        collect = query.flag(params, "collect")
+        # Imported on use: an idle endpoint does not load the walker.
+        from pysampler import heapsnapshot
+
+        if not heapsnapshot.supported():
+            raise HttpError(
+                501, "heap snapshots need the GIL: not supported on free-threaded CPython"
+            )
+
+        started = int(time.time())
+        try:
+            with heapsnapshot.taking(collect=collect) as parts:
+                self._responded = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(parts.size))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.send_header(
+                    "Content-Disposition",
+                    f'attachment; filename="heap_{started}{heapsnapshot.SUFFIX}"',
+                )
+                # the program was paused this long while the graph was read
+                self.send_header("X-Pysampler-Pause-Ms", f"{parts.pause_seconds * 1000:.1f}")
+                info = parts.info()
+                self.send_header("X-Pysampler-Nodes", str(info.nodes))
+                self.send_header("X-Pysampler-Edges", str(info.edges))
+                self.end_headers()
+                parts.write_to(self.wfile)
+        except SnapshotInProgress:
+            raise HttpError(409, "a heap snapshot is already being taken") from None
+
     def pprof_allocs(self, params: dict[str, str]) -> None:
         if "seconds" not in params:
             self._heap_now("alloc", "allocs")
@@ -477,6 +510,14 @@ ROUTES: dict[str, Route] = {
             "sample allocations for ?duration=S seconds and return what is still in use "
             "(&sample_bytes=N, &format=heapprofile|pprof)",
             ("duration", "sample_bytes", "format"),
+        ),
+        Route(
+            "/profile/heap_snapshot",
+            _Handler.profile_heap_snapshot,
+            "heap snapshot of the object graph for Chrome DevTools' Memory panel "
+            "(.heapsnapshot); the program is paused while the graph is read "
+            "(&collect=1 runs the garbage collector first)",
+            ("collect",),
         ),
         Route(
             "/debug/pprof/heap",
