@@ -50,6 +50,9 @@ class ThreadInfo(NamedTuple):
     ident: int  #: ``threading.get_ident()`` value
     native_id: int  #: the OS thread id (0 when not known)
     name: str
+    #: the process the thread ran in, when a profile covers several (the
+    #: pprof ``pid`` label); 0 means the profile's own, ``metadata.pid``
+    pid: int = 0
 
 
 @dataclass(frozen=True)
