@@ -215,7 +215,7 @@ class Request:
                 if self._cancelled:
                     raise Cancelled from None
                 raise EndpointError(
-                    f"{ep.display}: no answer within {self.read_timeout:.0f} s", retry=True
+                    f"{ep.display}: no answer within {self.read_timeout:.3g} s", retry=True
                 ) from None
             except (OSError, http.client.HTTPException) as exc:
                 if self._cancelled:
