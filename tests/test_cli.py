@@ -169,9 +169,15 @@ def test_profile_written_on_sigint(script: Path, tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    # as Python ends on an uncaught KeyboardInterrupt: by SIGINT
+    # as Python ends on an uncaught KeyboardInterrupt: by SIGINT, after
+    # the program's own traceback (none of pysampler's or runpy's frames)
     assert proc.returncode == -signal.SIGINT, err
-    assert "KeyboardInterrupt" in err
+    lines = err.splitlines()
+    assert lines[0].startswith("pysampler: wrote "), err
+    assert lines[1] == "Traceback (most recent call last):", err
+    assert lines[2].startswith(f'  File "{tmp_path / "prog.py"}"'), err
+    assert lines[-1] == "KeyboardInterrupt"
+    assert "cli.py" not in err and "runpy" not in err and "__main__.py" not in err
     assert out.exists()
     assert '"hot_loop"' in out.read_text()
 
@@ -234,7 +240,12 @@ def test_status_line_on_a_terminal_counts_samples(script: Path, tmp_path: Path) 
         (["run", "missing.py"], "can't open file 'missing.py'"),
         (["run", "-m", "no_such_module_here"], "no module named 'no_such_module_here'"),
         (["run", "-o", "out.svgz", "prog.py"], "cannot tell the format"),
-        (["run", "--hz", "0", "prog.py"], "hz must be from 1 to 10000"),
+        (["run", "-o", "out.txt", "prog.py"], ".speedscope, or --format NAME"),
+        (["run", "-o", "out.heapprofile", "prog.py"], "does not write CPU profiles"),
+        (
+            ["run", "--hz", "0", "prog.py"],
+            "--hz: must be from 1 to 10000 samples per second, not 0",
+        ),
         (["run", "--mode", "idle", "prog.py"], "invalid choice: 'idle'"),
         (["run"], "no script given"),
         (["convert", "prog.py", "-o", "x.html"], "cannot read prog.py"),

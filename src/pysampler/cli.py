@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import atexit
 import builtins
+import contextlib
 import importlib.machinery
 import importlib.util
 import io
 import os
 import runpy
+import signal
 import sys
 import time
 import types
@@ -831,6 +834,8 @@ def _run(args: argparse.Namespace) -> int:
         session.start()
     except pysampler.PysamplerError as exc:
         raise CommandError(str(exc)) from None
+    # before the program runs, so it runs after the program's own handlers
+    atexit.register(_die_by_sigint)
     try:
         program.execute()
     except SystemExit as exc:
@@ -839,10 +844,15 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         raise
     except KeyboardInterrupt as exc:
-        # Ctrl-C: keep what was collected, then end as Python would
-        # (traceback, and death by SIGINT so the shell sees it)
+        # Ctrl-C: keep what was collected, then end as Python would: the
+        # program's traceback, its atexit handlers, then death by SIGINT so
+        # the shell sees it. Re-raising would print our frames too (an
+        # exception gains a traceback entry per frame it leaves).
         session.close()
-        raise exc.with_traceback(_program_traceback(exc.__traceback__)) from None
+        tb = _program_traceback(exc.__traceback__)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        _interrupted.append(True)
+        return STATUS_CONTROL_C_EXIT if sys.platform == "win32" else 128 + signal.SIGINT
     except BaseException as exc:
         session.close()
         # as the interpreter reports an uncaught exception: through
@@ -854,6 +864,24 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     session.close()
     return EXIT_ERROR if session.write_failed else 0
+
+
+#: set when the program ended by Ctrl-C; :func:`_die_by_sigint` reads it
+_interrupted: list[bool] = []
+#: what a Windows process interrupted by Ctrl-C exits with (Python's too)
+STATUS_CONTROL_C_EXIT = 0xC000013A
+
+
+def _die_by_sigint() -> None:
+    """At exit, after the program's atexit handlers: end by SIGINT, as
+    Python does when a KeyboardInterrupt ends the program."""
+    if not _interrupted or sys.platform == "win32":
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
