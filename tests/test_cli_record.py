@@ -4,7 +4,6 @@ opened in the readers the suite uses (go tool pprof, speedscope, Chromium)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -138,33 +137,12 @@ def test_record_wall_mode_and_heap(service: App, tmp_path: Path) -> None:
 
 
 def test_record_shows_progress_on_a_terminal(service: App, tmp_path: Path) -> None:
-    import pty
-
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pysampler", "record", service.url, "--duration", "1.5",
-             "-o", "p.pprof"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower, env=_env(),
-        )  # fmt: skip
-        os.close(follower)
-        follower = -1
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        proc.wait(timeout=60)
-    finally:
-        os.close(leader)
-        if follower >= 0:
-            os.close(follower)
-    err = b"".join(chunks).decode()
-    assert proc.returncode == 0, err
+    status, err = helpers.stderr_on_a_terminal(
+        [sys.executable, "-m", "pysampler", "record", service.url, "--duration", "1.5",
+         "-o", "p.pprof"],
+        cwd=tmp_path, env=_env(),
+    )  # fmt: skip
+    assert status == 0, err
     assert f"\rpysampler: recording {service.url[7:]} (cpu):   0." in err
     assert "of 1.5 s" in err
     assert "wrote p.pprof" in err

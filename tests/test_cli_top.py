@@ -23,6 +23,7 @@ import pytest
 import pysampler
 from browser import artifact
 from pysampler import Frame, Metadata, Profile, ThreadInfo, cli_top, formats, remote
+from test_cli import pysampler as run_cli
 from test_server import get
 from test_server_hook import App, _env
 
@@ -185,14 +186,7 @@ def test_ctrl_c_ends_top_and_its_session(service: App, tmp_path: Path) -> None:
 
 
 def pysampler_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pysampler", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=_env(**env),
-    )
+    return run_cli(*args, cwd=Path.cwd(), timeout=timeout, env=_env(**env))
 
 
 def test_top_prints_a_table_per_interval_when_not_a_terminal(service: App) -> None:

@@ -5,8 +5,6 @@ share of the time doubles."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import pytest
 from browser import artifact, chromium, flamegraph_page, require_browser
 from pysampler import Frame, HeapProfile, Metadata, Profile, ThreadInfo, diff
 from pysampler.heap_profile import HeapMetadata
+from test_cli import pysampler
 
 PROGRAM = textwrap.dedent(
     """
@@ -48,17 +47,6 @@ PROGRAM = textwrap.dedent(
     main(float(sys.argv[1]), float(sys.argv[2]))
     """
 )
-
-
-def pysampler(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pysampler", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

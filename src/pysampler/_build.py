@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pysampler._task_groups import group_by_coroutine
 from pysampler.profile import TRUNCATED_FUNCTION, Frame, Metadata, Profile, ThreadInfo
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         node_map[i] = node_ids.setdefault(key, len(node_ids))
     parents = np.array([k[0] for k in node_ids], dtype=np.int32)
     frames_of_node = np.array([k[1] for k in node_ids], dtype=np.int32)
+    frames = list(frame_ids)
+    stack = node_map[raw["stack"]] if len(raw["stack"]) else raw["stack"]
+    grouped = group_by_coroutine(frames, parents.tolist(), frames_of_node.tolist())
+    if grouped is not None:  # asyncio tasks with default names: one root per coroutine
+        frames, parents, frames_of_node, remap = grouped  # type: ignore[assignment]
+        stack = np.asarray(remap, dtype=np.int32)[stack]
 
     threads = [
         ThreadInfo(int(ident), int(native), name or f"Thread-{ident}")
@@ -86,10 +93,10 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         dropped_task_samples=int(stats.get("dropped_task_samples", 0)),
     )
     return Profile(
-        frames=list(frame_ids),
+        frames=frames,
         stack_parent=parents,
         stack_frame=frames_of_node,
-        stack=node_map[raw["stack"]] if len(raw["stack"]) else raw["stack"],
+        stack=stack,
         thread=raw["thread"],
         time_ns=raw["time_ns"],
         cpu_ns=raw["cpu_ns"],

@@ -73,8 +73,8 @@ def start(
         asyncio: wall mode only: also record, at each sample, the stack of
             every asyncio task that is waiting (``Task: name`` -> its
             coroutines -> ``(awaiting Future)``), as rows of an
-            ``asyncio tasks`` pseudo-thread. Ignored in CPU mode, where a
-            waiting task uses no CPU. See docs/asyncio.md.
+            ``asyncio tasks`` pseudo-thread. A ``ValueError`` in CPU mode,
+            where a waiting task uses no CPU. See docs/asyncio.md.
         max_tasks: with ``asyncio``, tasks recorded per sample at most;
             further tasks wait for the next samples and are counted as
             dropped task samples.
@@ -82,8 +82,9 @@ def start(
     Raises:
         ProfilerAlreadyRunning: a session is already running.
         ValueError: ``hz``, ``mode``, ``max_depth``, ``max_samples`` or
-            ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
-            Python whose tasks cannot be read (3.15+, free-threaded).
+            ``max_tasks`` is out of range, or ``asyncio`` is asked for in CPU
+            mode or on a Python whose tasks cannot be read (3.15+,
+            free-threaded).
     """
     global _session
     rate, kind = validate(hz, mode)
@@ -93,6 +94,9 @@ def start(
         raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
     if not isinstance(asyncio, bool):
         raise ValueError(f"asyncio must be True or False, not {asyncio!r}")
+    if asyncio and kind != "wall":
+        # the CLI's --asyncio and the endpoint's asyncio=1 say the same
+        raise ValueError("asyncio=True needs mode='wall' (a waiting task uses no CPU)")
     tasks = _asyncio.registry_config(max_tasks) if asyncio else None
     with _lock:
         if _session is not None:
@@ -107,7 +111,7 @@ def start(
                 DEFAULT_MAX_FRAMES,
                 DEFAULT_MAX_NODES,
                 getattr(threading, "_active", None),
-                tasks if kind == "wall" else None,
+                tasks,
             )
         except _sampler.AlreadyRunning:
             raise ProfilerAlreadyRunning("a profiling session is already running") from None

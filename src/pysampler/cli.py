@@ -99,6 +99,20 @@ def _count(text: str) -> int:
     return value
 
 
+def _add_output_options(cmd: argparse.ArgumentParser, where: str) -> None:
+    """``-o`` and ``--format`` of the commands that take a profile."""
+    cmd.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the profile here; the format comes from the suffix "
+        f"(without -o, a table of the hottest functions is printed{' ' + where if where else ''})",
+    )
+    cmd.add_argument(
+        "--format", choices=formats.names(), help="output format, overriding the suffix"
+    )
+
+
 def _add_endpoint_options(cmd: Any, default_mode: str | None) -> None:
     """Options of the commands that profile through the endpoint (top URL, record)."""
     cmd.add_argument(
@@ -162,16 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"output formats (name, suffixes):\n{_format_list()}",
         formatter_class=fmt_class,
     )
-    run.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write the profile here; the format comes from the suffix "
-        "(without -o, a table of the hottest functions is printed to stderr)",
-    )
-    run.add_argument(
-        "--format", choices=formats.names(), help="output format, overriding the suffix"
-    )
+    _add_output_options(run, "to stderr")
     run.add_argument(
         "--hz",
         type=_hz,
@@ -297,16 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt_class,
     )
     record.add_argument("url", metavar="URL", help="the endpoint: http://host:port or host:port")
-    record.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="where to write; format from the suffix (without -o, the hottest "
-        "functions are printed)",
-    )
-    record.add_argument(
-        "--format", choices=formats.names(), help="output format, overriding the suffix"
-    )
+    _add_output_options(record, "")
     record.add_argument(
         "--duration",
         type=_seconds,

@@ -65,7 +65,10 @@ class Tally:
             return out
         pids = sample_pids(profile)
         values = profile.values
-        theirs = service_samples(profile)
+        # as Profile.top ranks them: asyncio waits under the coroutine that
+        # waits, a task awaiting another not counted twice
+        stack, counted = profile.ranked()
+        theirs = service_samples(profile) & counted
         for pid in np.unique(pids[theirs]).tolist():
             mask = (pids == pid) & theirs
             out.pid_total[pid] = float(values[mask].sum())
@@ -73,7 +76,7 @@ class Tally:
                 profile.frames,
                 profile.stack_parent,
                 profile.stack_frame,
-                profile.stack[mask],
+                stack[mask],
                 values[mask],
                 np.ones(int(mask.sum())),
             ):

@@ -20,6 +20,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 TRUNCATED_FUNCTION = "[truncated: outer frames omitted]"
 #: function name prefix of the root frame of an asyncio task's stack
 TASK_PREFIX = "Task: "
+#: leaves of asyncio task stacks that wait on other tasks (one task, or a
+#: gather of several): the waiting is in those tasks' own samples
+DELEGATING_WAITS = ("(awaiting Task", "(awaiting _GatheringFuture)")
 
 
 class Frame(NamedTuple):
@@ -34,6 +37,12 @@ class Frame(NamedTuple):
     def function_key(self) -> tuple[str, str, int]:
         """What identifies the function regardless of the line."""
         return (self.function, self.filename, self.first_line)
+
+    @property
+    def is_wait(self) -> bool:
+        """Whether this is the leaf of an asyncio task's stack: what the task
+        waits on (``(awaiting Future)``, ``(ready to run)``), not code."""
+        return not self.filename and not self.first_line and self.function.startswith("(")
 
     @property
     def task_name(self) -> str | None:
@@ -195,17 +204,38 @@ class Profile:
         return out
 
     # -- aggregations --------------------------------------------------
+    def ranked(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
+        """Per sample, the stack node :meth:`functions` and :meth:`top` rank
+        it under, and whether it counts there. Samples are as recorded,
+        except those of waiting asyncio tasks: a leaf saying what a task
+        waits on (``(awaiting Future)``, ``(ready to run)``) hands its time
+        to the coroutine that waits, and a task waiting on other tasks
+        (``(awaiting Task: handler)``, a gather) does not count, as those
+        tasks' own samples hold that time (a request is counted once)."""
+        keep = np.ones(self.sample_count, dtype=bool)
+        waits = [i for i, f in enumerate(self.frames) if f.is_wait]
+        if not waits or not self.sample_count:
+            return self.stack, keep
+        leaf_frame = self.stack_frame[self.stack]
+        delegating = [i for i in waits if self.frames[i].function.startswith(DELEGATING_WAITS)]
+        keep &= ~np.isin(leaf_frame, delegating)
+        is_wait = np.isin(leaf_frame, waits) & (self.stack_parent[self.stack] >= 0)
+        stack = np.where(is_wait, self.stack_parent[self.stack], self.stack).astype(np.int32)
+        return stack, keep
+
     def functions(self) -> list[FunctionStat]:
-        """Self and total value per function, heaviest self first."""
+        """Self and total value per function, heaviest self first (asyncio
+        task samples as :meth:`ranked` says)."""
         if not self.sample_count:
             return []
+        stack, keep = self.ranked()
         return function_stats(
             self.frames,
             self.stack_parent,
             self.stack_frame,
-            self.stack,
-            self.values,
-            np.ones(self.sample_count),
+            stack[keep],
+            self.values[keep],
+            np.ones(int(keep.sum())),
         )
 
     def thread_totals(self) -> dict[int, tuple[int, int]]:
@@ -218,22 +248,33 @@ class Profile:
         """A text table of the ``n`` hottest functions by self value.
 
         Args:
-            n: how many rows to show.
+            n: how many rows to show (0 or more).
+
+        Raises:
+            ValueError: ``n`` is negative.
         """
+        check_rows(n)
         m = self.metadata
-        total = float(self.values.sum())
+        _, keep = self.ranked()
+        total = float(self.values[keep].sum())
+        delegated = float(self.values[~keep].sum())
+        threads = len(self.threads)
+        # a rate of 0 requested: not known (a .cpuprofile does not record it)
+        asked = f" ({m.hz_requested:g} requested)" if m.hz_requested > 0 else ""
         head = (
             f"pysampler {m.mode} profile: {self.sample_count} samples, "
             f"{total / 1e9:.2f} s {m.mode.upper() if m.mode == 'cpu' else 'wall'} time "
-            f"over {m.duration:.2f} s, {len(self.threads)} threads, "
-            f"{m.hz_delivered:.0f} Hz delivered ({m.hz_requested:g} requested)"
+            f"over {m.duration:.2f} s, {threads} thread{'' if threads == 1 else 's'}, "
+            f"{m.hz_delivered:.0f} Hz delivered{asked}"
         )
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
+        if delegated:
+            head += f"; not counted: {delegated / 1e9:.2f} s of tasks awaiting other tasks"
         lines = [head, f"{'self %':>7} {'total %':>7}  {'function':<40} location"]
-        for row in self.functions()[: max(0, n)]:
+        for row in self.functions()[:n]:
             share = 100.0 / total if total else 0.0
-            where = f"{row.filename}:{row.first_line}" if row.filename else ""
+            where = location(row.filename, row.first_line)
             lines.append(
                 f"{row.self_value * share:7.1f} {row.total_value * share:7.1f}  "
                 f"{row.function:<40} {where}"
@@ -276,6 +317,22 @@ class Profile:
             f"<Profile mode={m.mode} samples={self.sample_count} threads={len(self.threads)} "
             f"duration={m.duration:.2f}s>"
         )
+
+
+def check_rows(n: object) -> None:
+    """``top(n)``'s argument: a whole number, 0 or more; else ValueError."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a whole number of rows, 0 or more, not {n!r}")
+
+
+def location(filename: str, line: int) -> str:
+    """``file:line`` as tables show it: the path normalised (``a/../b.py``
+    is ``b.py``), nothing for a frame without a file."""
+    if not filename:
+        return ""
+    if not filename.startswith("<"):  # <frozen runpy>, <string>: not paths
+        filename = os.path.normpath(filename)
+    return f"{filename}:{line}"
 
 
 def _column(values: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:

@@ -186,7 +186,12 @@ def serve(
             f"heap_sample_bytes must be an integer from {MIN_SAMPLE_BYTES} to "
             f"{MAX_SAMPLE_BYTES}, not {heap_sample_bytes!r}"
         )
-    httpd = _HTTPServer((host, port), token, float(max_duration))
+    try:
+        httpd = _HTTPServer((host, port), token, float(max_duration))
+    except OSError as exc:
+        # name the address: a bare "Address already in use" names none
+        # (str(): "[Errno 98] Address already in use: '127.0.0.1:9119'")
+        raise OSError(exc.errno, exc.strerror or str(exc), f"{host}:{port}") from None
     if heap:
         try:
             sessions.begin(httpd, "heap", resident=True, sample_bytes=heap_sample_bytes)
