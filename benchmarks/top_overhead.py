@@ -2,12 +2,22 @@
 
 Starts a CPU-bound service (unchanged: the endpoint comes from the
 PYSAMPLER_PORT start-up hook) whose main thread counts loop iterations and
-reports its count a few times a second. Phases of ``--phase`` seconds
-alternate between nobody watching and ``pysampler top URL --plain`` attached
-at its defaults (a 1-second CPU profile at 100 Hz, one after another),
-interleaved so background load hits both alike. For each on/off pair the
-service's throughput with top attached is divided by the mean of its
-neighbouring phases without; the median of those ratios is the cost.
+reports, a few times a second, its count, its own CPU time and the whole
+process's. Phases of ``--phase`` seconds alternate between nobody watching
+and ``pysampler top URL --plain`` attached at its defaults (a 1-second CPU
+profile at 100 Hz, one after another), interleaved so background load hits
+both alike. Per phase:
+
+- throughput: iterations per second of wall time (what a user sees; on a
+  shared machine, as noisy as the machine);
+- iterations per second of the main thread's own CPU time (the sampler's
+  recording runs in that thread; robust to other load);
+- CPU the process spends outside the main thread, per second (the native
+  timer thread, the endpoint answering: stopping the session, building the
+  profile, writing pprof).
+
+Each "on" phase is compared with the mean of its two "off" neighbours; the
+medians of those ratios are printed.
 
     python benchmarks/top_overhead.py [--pairs 6] [--phase 6] [--threads 1] [--json out.json]
 """
@@ -51,7 +61,8 @@ SERVICE = textwrap.dedent(
         count += 1
         now = time.monotonic()
         if now - last >= 0.25:
-            print(f"{now:.6f} {count}", flush=True)
+            print(f"{now:.6f} {count} {time.thread_time():.6f} {time.process_time():.6f}",
+                  flush=True)
             last = now
     """
 )
@@ -80,22 +91,27 @@ class Service:
         self.url = match.group(1)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
-        self.points: list[tuple[float, int]] = []
+        #: (monotonic time, iterations, main thread CPU s, process CPU s)
+        self.points: list[tuple[float, ...]] = []
 
     def read_for(self, seconds: float) -> None:
-        """Collect the service's (time, count) reports for ``seconds``."""
+        """Collect the service's reports for ``seconds``."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.selector.select(0.1):
-                t, n = self.proc.stdout.readline().split()
-                self.points.append((float(t), int(n)))
+                self.points.append(tuple(float(x) for x in self.proc.stdout.readline().split()))
 
-    def rate(self, start: float, end: float) -> float:
-        """Iterations per second between two moments (reports inside them)."""
-        inside = [(t, n) for t, n in self.points if start <= t <= end]
-        (t0, n0), (t1, n1) = inside[0], inside[-1]
-        return (n1 - n0) / (t1 - t0)
+    def phase(self, start: float, end: float) -> dict[str, float]:
+        """Throughput and CPU between two moments (reports inside them)."""
+        inside = [p for p in self.points if start <= p[0] <= end]
+        (t0, n0, m0, p0), (t1, n1, m1, p1) = inside[0], inside[-1]
+        return {
+            "iterations_per_s": (n1 - n0) / (t1 - t0),
+            "iterations_per_main_cpu_s": (n1 - n0) / (m1 - m0),
+            "other_cpu_per_s": ((p1 - p0) - (m1 - m0)) / (t1 - t0),
+            "main_cpu_per_s": (m1 - m0) / (t1 - t0),
+        }
 
     def close(self) -> None:
         self.proc.kill()
@@ -115,7 +131,7 @@ def main() -> None:
         service = Service(args.threads, Path(folder))
         try:
             service.read_for(2.0)  # warm up
-            phases: list[tuple[bool, float]] = []
+            phases: list[tuple[bool, dict[str, float]]] = []
             refreshes = []
             # off, on, off, on, ..., off: every "on" phase has two neighbours
             for i in range(2 * args.pairs + 1):
@@ -139,30 +155,50 @@ def main() -> None:
                     top.send_signal(signal.SIGINT)
                     out, _ = top.communicate(timeout=30)
                     refreshes.append(out.count("pysampler top "))
-                phases.append((watching, service.rate(began + args.settle, ended)))
+                phases.append((watching, service.phase(began + args.settle, ended)))
         finally:
             service.close()
 
-    ratios = []
-    for i in range(1, len(phases), 2):
-        base = (phases[i - 1][1] + phases[i + 1][1]) / 2
-        ratios.append(phases[i][1] / base)
+    def ratios(key: str) -> list[float]:
+        out = []
+        for i in range(1, len(phases), 2):
+            base = (phases[i - 1][1][key] + phases[i + 1][1][key]) / 2
+            out.append(phases[i][1][key] / base)
+        return out
+
+    def on_minus_off(key: str) -> list[float]:
+        out = []
+        for i in range(1, len(phases), 2):
+            base = (phases[i - 1][1][key] + phases[i + 1][1][key]) / 2
+            out.append(phases[i][1][key] - base)
+        return out
+
+    wall = ratios("iterations_per_s")
+    per_cpu = ratios("iterations_per_main_cpu_s")
+    other = on_minus_off("other_cpu_per_s")
     result = {
         "threads": args.threads,
         "phase_seconds": args.phase,
-        "phases": [{"top": w, "iterations_per_s": r} for w, r in phases],
-        "ratios": ratios,
-        "median_ratio": statistics.median(ratios),
+        "phases": [{"top": w, **r} for w, r in phases],
+        "throughput_ratios": wall,
+        "median_throughput_ratio": statistics.median(wall),
+        "main_thread_efficiency_ratios": per_cpu,
+        "median_main_thread_efficiency_ratio": statistics.median(per_cpu),
+        "extra_cpu_outside_main_thread": other,
+        "median_extra_cpu_outside_main_thread": statistics.median(other),
         "refreshes_per_phase": refreshes,
         "python": sys.version.split()[0],
         "load_average": os.getloadavg(),
     }
     print(
-        f"service throughput with top attached / without (median of {len(ratios)} "
-        f"interleaved pairs): {result['median_ratio']:.4f} "
-        f"(cost {100 * (1 - result['median_ratio']):+.2f}%); "
-        f"pairs: {', '.join(f'{r:.3f}' for r in ratios)}; "
-        f"refreshes per {args.phase:g} s phase: {refreshes}"
+        f"with top attached / without, median of {len(wall)} interleaved pairs "
+        f"({args.phase:g} s phases, refreshes per phase {refreshes}):\n"
+        f"  throughput (iterations per wall second): {statistics.median(wall):.4f}"
+        f"  [{', '.join(f'{r:.3f}' for r in wall)}]\n"
+        f"  iterations per second of the main thread's CPU: {statistics.median(per_cpu):.4f}"
+        f"  [{', '.join(f'{r:.3f}' for r in per_cpu)}]\n"
+        f"  extra CPU outside the main thread: {1000 * statistics.median(other):.1f} ms/s"
+        f"  [{', '.join(f'{1000 * r:.1f}' for r in other)}]"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

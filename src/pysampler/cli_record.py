@@ -20,7 +20,7 @@ import time
 from typing import Union
 
 from pysampler import formats, remote
-from pysampler.cli import CommandError, _isatty
+from pysampler.cli import CommandError, _isatty, _write, _write_bytes
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
 
@@ -121,23 +121,14 @@ def _save(args: argparse.Namespace, body: bytes, fmt: formats.Format | None, dir
         assert profile is not None
         print(profile.top(args.limit))
         return 0
-    data = body if direct else _encode(profile, fmt)
-    try:
-        with open(args.output, "wb") as f:
-            f.write(data)
-    except OSError as exc:
-        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    if direct:
+        _write_bytes(body, args.output)
+    else:
+        assert profile is not None
+        _write(profile, args.output, fmt)
     if not args.quiet:
         print(f"pysampler: wrote {args.output} ({_summary(fmt, profile)})", file=sys.stderr)
     return 0
-
-
-def _encode(profile: Profile | HeapProfile | None, fmt: formats.Format) -> bytes:
-    assert profile is not None
-    try:
-        return fmt.write(profile) if isinstance(profile, Profile) else profile.to_bytes(fmt.name)
-    except ValueError as exc:
-        raise CommandError(f"cannot write a {fmt.name} file: {exc}") from None
 
 
 def _summary(fmt: formats.Format, profile: Profile | HeapProfile | None) -> str:

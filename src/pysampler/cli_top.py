@@ -319,10 +319,12 @@ class View:
                 used = f"{seconds / snap.duration:.2f} cores" if snap.duration > 0 else "0 cores"
             else:
                 used = f"{seconds:.1f} s wall"
-            procs = len(snap.tally.pid_total)
+            pids = sorted(snap.tally.pid_total)
             facts = (
                 f"last {snap.duration:.1f} s: {used}, {snap.samples} samples, "
-                f"{_plural(snap.threads, 'thread')}" + (f", {procs} processes" if procs > 1 else "")
+                f"{_plural(snap.threads, 'thread')}"
+                + (f", {len(pids)} processes" if len(pids) > 1 else "")
+                + (f", pid {pids[0]}" if len(pids) == 1 and pids[0] else "")
             )
             overhead = snap.overhead
             cost = f"sampler {100 * overhead:.2f}% of a core" if overhead is not None else ""
