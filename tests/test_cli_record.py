@@ -155,10 +155,9 @@ def test_ctrl_c_cancels_the_services_session(service: App, tmp_path: Path) -> No
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while get(f"{service.url}/profile/cpu/start").status != 409:  # ours is running
-            assert get(f"{service.url}/profile/cancel").status == 200
-            assert time.monotonic() < deadline
+        deadline = time.monotonic() + 60
+        while not timed_session_runs(service.url):  # record's request has arrived
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
@@ -168,6 +167,13 @@ def test_ctrl_c_cancels_the_services_session(service: App, tmp_path: Path) -> No
     assert err.splitlines()[-1] == "pysampler: cancelled; the service's session was ended"
     assert endpoint_is_free(service.url, timeout=1.0)
     assert not (tmp_path / "p.pprof").exists()
+
+
+def timed_session_runs(url: str) -> bool:
+    """Whether a timed profile runs in the service (asked without starting one)."""
+    reply = get(f"{url}/profile/cpu/stop")
+    assert reply.status == 409
+    return "timed one" in reply.json()["error"]
 
 
 def test_record_errors_are_one_line(service: App, tmp_path: Path) -> None:
