@@ -16,7 +16,7 @@ venv: $(PY)
 build: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
-## demo: profile the bundled demo program; writes demo.pprof and demo.cpuprofile
+## demo: profile the bundled demo program; writes demo.html, demo.pprof and demo.cpuprofile
 demo: $(PY)
 	$(PY) -m pip install -q -e .
 	$(PY) -m pysampler.demo

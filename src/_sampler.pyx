@@ -85,7 +85,7 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t task_samples
         uint64_t dropped
     ps_tasks ps_T
-    int PS_FRAME_TASK, PS_FRAME_AWAIT
+    int PS_FRAME_TASK, PS_FRAME_AWAIT, PS_FRAME_AWAIT_TASK
     int ps_tasks_prepare(object config) with gil
     Py_ssize_t ps_tasks_probe(object probe) with gil
 
@@ -238,6 +238,10 @@ cdef object _raw_tables():
             waited = <object>code
             frames.append(("(ready to run)" if waited is None
                            else f"(awaiting {waited.__name__})", 0))
+        elif offset == PS_FRAME_AWAIT_TASK:
+            awaited = <object>code  # the awaited task's coroutine's code
+            name = getattr(awaited, "co_qualname", None) or awaited.co_name
+            frames.append((f"(awaiting Task: {name})", 0))
         elif code == NULL:
             frames.append((None, 0))  # the synthetic "truncated" frame
         else:

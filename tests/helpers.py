@@ -90,6 +90,33 @@ def endpoint_url(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     raise AssertionError("the endpoint did not start")
 
 
+def stderr_on_a_terminal(cmd: list[str], **popen: object) -> tuple[int, str]:
+    """Run ``cmd`` with its stderr on a pseudo-terminal (stdout a pipe);
+    (exit status, everything it wrote to stderr)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower, **popen)  # type: ignore[call-overload]
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return proc.returncode, b"".join(chunks).decode()
+
+
 GO = shutil.which("go")
 #: a row of ``go tool pprof -top``: flat value with its unit, then flat%
 PPROF_ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")

@@ -360,7 +360,10 @@ def test_max_duration_is_configurable(busy: None) -> None:
     with pysampler.serve(0, max_duration=0.5) as srv:
         reply = get(f"{srv.url}/profile/cpu?duration=0.6")
         assert reply.status == 400
-        assert "0.5" in reply.json()["error"]
+        assert reply.json()["error"] == (
+            "duration must be at most 0.5 seconds, this endpoint's maximum "
+            "(PYSAMPLER_MAX_DURATION, or serve(max_duration=...)), not 0.6"
+        )
         assert get(f"{srv.url}/profile/cpu?duration=0.5&format=collapsed").status == 200
         # /debug/pprof/profile's default of 30 s is capped by the maximum
         t0 = time.monotonic()
@@ -487,7 +490,7 @@ def test_exception_in_a_handler_gets_500_and_the_server_keeps_serving(
 
 
 def test_serve_raises_when_the_port_is_taken(server: server_mod.Server) -> None:
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=f"in use: '127.0.0.1:{server.port}'"):
         pysampler.serve(server.port)
 
 

@@ -55,9 +55,9 @@ def _env(**extra: str) -> dict[str, str]:
 class App:
     """The script above in a subprocess, with the hook's endpoint on ``url``."""
 
-    def __init__(self, tmp_path: Path, seconds: float, **env: str) -> None:
+    def __init__(self, tmp_path: Path, seconds: float, source: str = APP, **env: str) -> None:
         script = tmp_path / "app.py"
-        script.write_text(APP)
+        script.write_text(source)
         self.proc = subprocess.Popen(
             [sys.executable, str(script), str(seconds)],
             cwd=tmp_path,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pysampler import _columns
 from pysampler._qualnames import qualnames
+from pysampler._task_groups import group_by_coroutine
 from pysampler.profile import TRUNCATED_FUNCTION, Frame, Metadata, Profile, ThreadInfo
 
 if TYPE_CHECKING:
@@ -50,6 +51,14 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
     parents, frames_of_node, node_map = merge_tree(
         raw["node_parent"], _columns.take(frame_map, raw["node_frame"])
     )
+    frames = list(frame_ids)
+    stack = _columns.take(node_map, raw["stack"])
+    grouped = group_by_coroutine(frames, parents, frames_of_node)
+    if grouped is not None:  # asyncio tasks with default names: one root per coroutine
+        frames, group_parents, group_frames, remap = grouped
+        parents = array.array("i", group_parents)
+        frames_of_node = array.array("i", group_frames)
+        stack = _columns.take(array.array("i", remap), stack)
 
     threads = [
         ThreadInfo(int(ident), int(native), name or f"Thread-{ident}")
@@ -80,10 +89,10 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         dropped_task_samples=int(stats.get("dropped_task_samples", 0)),
     )
     return Profile(
-        frames=list(frame_ids),
+        frames=frames,
         stack_parent=parents,
         stack_frame=frames_of_node,
-        stack=_columns.take(node_map, raw["stack"]),
+        stack=stack,
         thread=raw["thread"],
         time_ns=raw["time_ns"],
         cpu_ns=raw["cpu_ns"],

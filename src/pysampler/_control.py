@@ -91,8 +91,8 @@ def start(
         asyncio: wall mode only: also record, at each sample, the stack of
             every asyncio task that is waiting (``Task: name`` -> its
             coroutines -> ``(awaiting Future)``), as rows of an
-            ``asyncio tasks`` pseudo-thread. Ignored in CPU mode, where a
-            waiting task uses no CPU. See docs/asyncio.md.
+            ``asyncio tasks`` pseudo-thread. A ``ValueError`` in CPU mode,
+            where a waiting task uses no CPU. See docs/asyncio.md.
         max_tasks: with ``asyncio``, tasks recorded per sample at most;
             further tasks wait for the next samples and are counted as
             dropped task samples.
@@ -100,8 +100,9 @@ def start(
     Raises:
         ProfilerAlreadyRunning: a session is already running.
         ValueError: ``hz``, ``mode``, ``max_depth``, ``max_samples`` or
-            ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
-            Python whose tasks cannot be read (3.15+, free-threaded).
+            ``max_tasks`` is out of range, or ``asyncio`` is asked for in CPU
+            mode or on a Python whose tasks cannot be read (3.15+,
+            free-threaded).
     """
     global _session
     rate, kind = validate(hz, mode)
@@ -118,6 +119,9 @@ def start(
         )
     if not isinstance(asyncio, bool):
         raise ValueError(f"asyncio must be True or False, not {asyncio!r}")
+    if asyncio and kind != "wall":
+        # the CLI's --asyncio and the endpoint's asyncio=1 say the same
+        raise ValueError("asyncio=True needs mode='wall' (a waiting task uses no CPU)")
     tasks = _asyncio.registry_config(max_tasks) if asyncio else None
     with _state.starting():
         start_unix = time.time()
@@ -130,7 +134,7 @@ def start(
                 DEFAULT_MAX_FRAMES,
                 DEFAULT_MAX_NODES,
                 getattr(threading, "_active", None),
-                tasks if kind == "wall" else None,
+                tasks,
             )
         except _sampler.AlreadyRunning:
             raise ProfilerAlreadyRunning(_state.busy[RUNNING]) from None

@@ -36,8 +36,10 @@ from pysampler.profile import (
     FunctionStat,
     PathLike,
     StackColumns,
+    check_rows,
     check_stack_tree,
     function_stats,
+    location,
 )
 
 if TYPE_CHECKING:
@@ -282,23 +284,29 @@ class HeapProfile(StackColumns):
         allocated (``alloc``) the most memory themselves.
 
         Args:
-            n: how many rows to show.
+            n: how many rows to show (0 or more).
+
+        Raises:
+            ValueError: ``n`` is negative.
         """
+        check_rows(n)
         m = self.metadata
         total = math.fsum(self.estimate("values"))
         what = "in use" if self.view == "inuse" else "allocated"
         # a profile read from a file without a sampling rate has sample_bytes 1
         rate = f", one per {_bytes(m.sample_bytes)} on average" if m.sample_bytes > 1 else ""
+        # a .heapprofile does not record how long it took
+        over = f" over {m.duration:.2f} s" if m.duration > 0 else ""
         head = (
             f"pysampler heap profile ({self.view}): {_bytes(total)} {what} "
-            f"({_columns.stats(self.column('counts'))[2]} samples{rate}) over {m.duration:.2f} s"
+            f"({_columns.stats(self.column('counts'))[2]} samples{rate}){over}"
         )
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
         lines = [head, f"{'self':>10} {'self %':>7} {'total %':>7}  {'function':<40} location"]
         share = 100.0 / total if total else 0.0
-        for row in self.functions()[: max(0, n)]:
-            where = f"{row.filename}:{row.first_line}" if row.filename else ""
+        for row in self.functions()[:n]:
+            where = location(row.filename, row.first_line)
             lines.append(
                 f"{_bytes(row.self_value):>10} {row.self_value * share:7.1f} "
                 f"{row.total_value * share:7.1f}  {row.function:<40} {where}"

@@ -31,6 +31,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 TRUNCATED_FUNCTION = "[truncated: outer frames omitted]"
 #: function name prefix of the root frame of an asyncio task's stack
 TASK_PREFIX = "Task: "
+#: leaves of asyncio task stacks that wait on other tasks (one task, or a
+#: gather of several): the waiting is in those tasks' own samples
+DELEGATING_WAITS = ("(awaiting Task", "(awaiting _GatheringFuture)")
 
 
 class Frame(NamedTuple):
@@ -47,6 +50,12 @@ class Frame(NamedTuple):
         return (self.function, self.filename, self.first_line)
 
     @property
+    def is_wait(self) -> bool:
+        """Whether this is the leaf of an asyncio task's stack: what the task
+        waits on (``(awaiting Future)``, ``(ready to run)``), not code."""
+        return not self.filename and not self.first_line and self.function.startswith("(")
+
+    @property
     def task_name(self) -> str | None:
         """The task's name if this is the root frame of an asyncio task's
         stack (``Task: <name>``), else None."""
@@ -61,6 +70,9 @@ class ThreadInfo(NamedTuple):
     ident: int  #: ``threading.get_ident()`` value
     native_id: int  #: the OS thread id (0 when not known)
     name: str
+    #: the process the thread ran in, when a profile covers several (the
+    #: pprof ``pid`` label); 0 means the profile's own, ``metadata.pid``
+    pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -318,18 +330,70 @@ class Profile(StackColumns):
         return out
 
     # -- aggregations --------------------------------------------------
-    def functions(self) -> list[FunctionStat]:
-        """Self and total value per function, heaviest self first."""
+    def ranked(self) -> tuple[array.array[int], array.array[int]]:
+        """Per row, the stack node :meth:`functions` and :meth:`top` rank
+        it under, and 1 where it counts there (0 where not). Rows are as
+        recorded, except those of waiting asyncio tasks: a leaf saying what
+        a task waits on (``(awaiting Future)``, ``(ready to run)``) hands
+        its time to the coroutine that waits, and a task waiting on other
+        tasks (``(awaiting Task: handler)``, a gather) does not count, as
+        those tasks' own samples hold that time (a request is counted
+        once)."""
+        node_to, node_counts = self._node_ranks()
+        stack = self._columns["stack"]
+        return _columns.take(node_to, stack), _columns.take(node_counts, stack)
+
+    def _node_ranks(self) -> tuple[array.array[int], array.array[int]]:
+        """:meth:`ranked`'s rule per stack node (it depends on the leaf
+        only): the node a row ending there is ranked under, and 1 or 0."""
+        parent, frame = self._columns["stack_parent"], self._columns["stack_frame"]
+        n = len(parent)
+        node_to = array.array("i", range(n))
+        node_counts = array.array("i", [1]) * n
+        waits = {i for i, f in enumerate(self.frames) if f.is_wait}
+        if waits:
+            for node in range(n):
+                f = frame[node]
+                if f not in waits:
+                    continue
+                if self.frames[f].function.startswith(DELEGATING_WAITS):
+                    node_counts[node] = 0
+                if parent[node] >= 0:
+                    node_to[node] = parent[node]
+        return node_to, node_counts
+
+    def _ranked_totals(self) -> tuple[array.array[int], array.array[Any], array.array[int], float]:
+        """Per stack node, as :meth:`ranked` ranks rows: the nodes (0..n-1),
+        summed values and sample counts; and the value not counted."""
         cols = self._columns
-        if not len(cols["stack"]):
+        n = len(cols["stack_parent"])
+        node_val = _columns.bincount(cols["stack"], self.column("values"), n)
+        node_cnt = _columns.bincount(cols["stack"], cols["count"], n)
+        node_to, node_counts = self._node_ranks()
+        val = array.array(node_val.typecode, bytes(node_val.itemsize * n))
+        cnt = array.array(node_cnt.typecode, bytes(node_cnt.itemsize * n))
+        dropped = 0.0
+        for node in range(n):
+            if node_counts[node]:
+                val[node_to[node]] += node_val[node]
+                cnt[node_to[node]] += node_cnt[node]
+            else:
+                dropped += node_val[node]
+        return array.array("i", range(n)), val, cnt, dropped
+
+    def functions(self) -> list[FunctionStat]:
+        """Self and total value per function, heaviest self first (asyncio
+        task samples as :meth:`ranked` says)."""
+        if not len(self._columns["stack"]):
             return []
+        nodes, values, counts, _ = self._ranked_totals()
         return function_stats(
             self.frames,
-            cols["stack_parent"],
-            cols["stack_frame"],
-            cols["stack"],
-            self.column("values"),
-            cols["count"],
+            self._columns["stack_parent"],
+            self._columns["stack_frame"],
+            nodes,
+            values,
+            counts,
         )
 
     def thread_totals(self) -> dict[int, tuple[int, int]]:
@@ -344,22 +408,35 @@ class Profile(StackColumns):
         """A text table of the ``n`` hottest functions by self value.
 
         Args:
-            n: how many rows to show.
+            n: how many rows to show (0 or more).
+
+        Raises:
+            ValueError: ``n`` is negative.
         """
+        check_rows(n)
         m = self.metadata
-        total = float(self.total_ns)
+        if len(self._columns["stack"]):
+            _, values, _, dropped = self._ranked_totals()
+            total, delegated = float(sum(values)), dropped
+        else:
+            total, delegated = 0.0, 0.0
+        threads = len(self.threads)
+        # a rate of 0 requested: not known (a .cpuprofile does not record it)
+        asked = f" ({m.hz_requested:g} requested)" if m.hz_requested > 0 else ""
         head = (
             f"pysampler {m.mode} profile: {self.sample_count} samples, "
             f"{total / 1e9:.2f} s {m.mode.upper() if m.mode == 'cpu' else 'wall'} time "
-            f"over {m.duration:.2f} s, {len(self.threads)} threads, "
-            f"{m.hz_delivered:.0f} Hz delivered ({m.hz_requested:g} requested)"
+            f"over {m.duration:.2f} s, {threads} thread{'' if threads == 1 else 's'}, "
+            f"{m.hz_delivered:.0f} Hz delivered{asked}"
         )
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
+        if delegated:
+            head += f"; not counted: {delegated / 1e9:.2f} s of tasks awaiting other tasks"
         lines = [head, f"{'self %':>7} {'total %':>7}  {'function':<40} location"]
-        for row in self.functions()[: max(0, n)]:
+        for row in self.functions()[:n]:
             share = 100.0 / total if total else 0.0
-            where = f"{row.filename}:{row.first_line}" if row.filename else ""
+            where = location(row.filename, row.first_line)
             lines.append(
                 f"{row.self_value * share:7.1f} {row.total_value * share:7.1f}  "
                 f"{row.function:<40} {where}"
@@ -402,6 +479,22 @@ class Profile(StackColumns):
             f"<Profile mode={m.mode} samples={self.sample_count} threads={len(self.threads)} "
             f"duration={m.duration:.2f}s>"
         )
+
+
+def check_rows(n: object) -> None:
+    """``top(n)``'s argument: a whole number, 0 or more; else ValueError."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a whole number of rows, 0 or more, not {n!r}")
+
+
+def location(filename: str, line: int) -> str:
+    """``file:line`` as tables show it: the path normalised (``a/../b.py``
+    is ``b.py``), nothing for a frame without a file."""
+    if not filename:
+        return ""
+    if not filename.startswith("<"):  # <frozen runpy>, <string>: not paths
+        filename = os.path.normpath(filename)
+    return f"{filename}:{line}"
 
 
 def function_stats(

@@ -145,9 +145,10 @@ def read(data: bytes) -> Profile:
     ``endTime``); ``(idle)`` samples are dropped. ``Thread: <name>``
     children of ``(root)`` (as we write them) become threads; a profile
     without them has one thread. The format records neither the sampling
-    mode nor the rate: the profile is read as CPU time, and the rate is the
-    one the timestamps show. Lines are the functions' first lines (the
-    per-line ``positionTicks`` are not spread over samples).
+    mode nor the rate: the profile is read as CPU time, the delivered rate
+    is the one the timestamps show and the requested one is 0 (unknown).
+    Lines are the functions' first lines (the per-line ``positionTicks``
+    are not spread over samples).
 
     Args:
         data: the file's contents (UTF-8 JSON).
@@ -227,7 +228,7 @@ def read(data: bytes) -> Profile:
     hz = events / duration if duration > 0 else 0.0
     meta = Metadata(
         mode="cpu",
-        hz_requested=hz,
+        hz_requested=0.0,  # not recorded in the format: unknown
         hz_delivered=hz,
         start_time=start_us / 1e6,
         duration=duration,

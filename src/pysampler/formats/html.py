@@ -210,3 +210,9 @@ def write_heap(profile: HeapProfile) -> bytes:
     """Serialise a heap profile as a self-contained HTML flame graph page
     (boxes sized by bytes of the profile's view; the page switches views)."""
     return _page(heap_tree_data(profile), "pysampler heap flame graph")
+
+
+def write_diff(tree: dict[str, Any]) -> bytes:
+    """A differential flame graph page from :func:`pysampler.diff.tree_data`
+    (widths from the new profile, colour by the change against the base)."""
+    return _page(tree, "pysampler differential flame graph")

@@ -59,6 +59,8 @@ def write(profile: Profile) -> bytes:
         sample.packed(2, (count, value))
         sample.sub(3, Message().uint(1, thread_id_key).uint(2, strings(str(info.ident))))
         sample.sub(3, Message().uint(1, thread_name_key).uint(2, strings(info.name)))
+        if info.pid:
+            sample.sub(3, Message().uint(1, strings("pid")).uint(3, info.pid))
         task = profile.frames[frames[0]].task_name if frames else None
         if task is not None:
             sample.sub(3, Message().uint(1, task_name_key).uint(2, strings(task)))
@@ -75,7 +77,8 @@ def write(profile: Profile) -> bytes:
     comment = (
         f"pysampler mode={meta.mode} hz={meta.hz_requested:g} "
         f"delivered_hz={meta.hz_delivered:.1f} pid={meta.pid} python={meta.python_version} "
-        f"dropped_samples={meta.dropped_samples}"
+        f"dropped_samples={meta.dropped_samples} sampling_ns={meta.sampling_ns} "
+        f"sampling_events={meta.sampling_events}"
     )
     tail.packed(13, [strings(comment)])
     tail.uint(14, strings(value_type))
@@ -347,7 +350,8 @@ def read(data: bytes) -> Profile | HeapProfile:
 
     thread_id_key = d.strings.index("thread_id") if "thread_id" in d.strings else -1
     thread_name_key = d.strings.index("thread_name") if "thread_name" in d.strings else -1
-    threads: dict[tuple[str, str], int] = {}
+    pid_key = d.strings.index("pid") if "pid" in d.strings else -1
+    threads: dict[tuple[str, str, int], int] = {}
     nodes: dict[tuple[int, int], int] = {}
     rows_stack: list[int] = []
     rows_thread: list[int] = []
@@ -361,12 +365,16 @@ def read(data: bytes) -> Profile | HeapProfile:
         if value <= 0 and n <= 0:
             continue
         ident = name = ""
+        pid = 0
         for key, text, num in labels:
             if key == thread_id_key:
                 ident = d.string(text) or str(num)
             elif key == thread_name_key:
                 name = d.string(text)
-        thread = threads.setdefault((ident, name), len(threads))
+            elif key == pid_key:  # a profile of several processes
+                label = d.string(text)
+                pid = int(label) if label.isdigit() else num
+        thread = threads.setdefault((ident, name, pid), len(threads))
         node = -1
         for loc_id in reversed(locs):  # location ids are listed leaf first
             for fid in location(loc_id):
@@ -389,9 +397,10 @@ def read(data: bytes) -> Profile | HeapProfile:
     duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else total / 1e9
     hz = float(info.get("hz", 1e9 / period_ns if period_ns else 0.0))
     thread_list = []
-    for i, (ident, name) in enumerate(threads):
+    for i, (ident, name, pid) in enumerate(threads):
         num = int(ident) if ident.isdigit() else i
-        thread_list.append(ThreadInfo(num, 0, name or (f"Thread-{ident}" if ident else "all")))
+        label = name or (f"Thread-{ident}" if ident else "all")
+        thread_list.append(ThreadInfo(num, 0, label, pid))
     meta = Metadata(
         mode=str(info.get("mode", mode)) if info.get("mode") in ("cpu", "wall") else mode,
         hz_requested=hz,
@@ -401,6 +410,8 @@ def read(data: bytes) -> Profile | HeapProfile:
         pid=int(info.get("pid", 0)),
         python_version=str(info.get("python", "")),
         dropped_samples=int(info.get("dropped_samples", 0)),
+        sampling_ns=int(info.get("sampling_ns", 0)),
+        sampling_events=int(info.get("sampling_events", 0)),
     )
     return Profile(
         frames=list(frames),

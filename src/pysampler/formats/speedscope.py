@@ -90,7 +90,8 @@ def write(profile: Profile) -> bytes:
     meta = profile.metadata
     doc = {
         "$schema": SCHEMA,
-        "name": f"pysampler {meta.mode} profile ({meta.hz_requested:g} Hz)",
+        "name": f"pysampler {meta.mode} profile"
+        + (f" ({meta.hz_requested:g} Hz)" if meta.hz_requested > 0 else ""),
         "exporter": f"pysampler {__version__}",
         "activeProfileIndex": weights_of.index(max(weights_of)) if weights_of else 0,
         "shared": {"frames": shared},

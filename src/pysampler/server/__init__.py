@@ -245,7 +245,12 @@ def serve(
     from pysampler.server import guard
 
     names = guard.allowed_names([*allowed_hosts, host])
-    httpd = _HTTPServer((host, port), token, float(max_duration), names)
+    try:
+        httpd = _HTTPServer((host, port), token, float(max_duration), names)
+    except OSError as exc:
+        # name the address: a bare "Address already in use" names none
+        # (str(): "[Errno 98] Address already in use: '127.0.0.1:9119'")
+        raise OSError(exc.errno, exc.strerror or str(exc), f"{host}:{port}") from None
     bound = str(httpd.server_address[0])
     if token is None and not guard.is_loopback(bound):
         import warnings

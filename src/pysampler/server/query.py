@@ -77,13 +77,20 @@ def number(params: dict[str, str], name: str, low: float, high: float, unit: str
 def duration(
     params: dict[str, str], name: str, max_duration: float, default: float | None
 ) -> float:
-    value = number(params, name, 0.0, max_duration, "seconds")
+    value = number(params, name, 0.0, math.inf, "seconds")
     if value is None:
         if default is None:
             raise HttpError(400, f"{name} is required (seconds to profile)", name)
         value = min(default, max_duration)
     if value <= 0:
         raise HttpError(400, f"{name} must be more than 0 seconds", name)
+    if value > max_duration:
+        raise HttpError(
+            400,
+            f"{name} must be at most {max_duration:g} seconds, this endpoint's maximum "
+            f"(PYSAMPLER_MAX_DURATION, or serve(max_duration=...)), not {params[name]}",
+            name,
+        )
     return value
 
 
