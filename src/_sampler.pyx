@@ -26,17 +26,28 @@ cdef extern from "_sampler/core.h" nogil:
         int64_t *time_ns
         int64_t *cpu_ns
         int64_t *wall_ns
+        int32_t *nsamples
         size_t count
+
+    ctypedef struct ps_thread_info:
+        uint64_t key
+        unsigned long ident
+        unsigned long native
+
+    ctypedef struct ps_chunked:
+        pass
 
     ctypedef struct ps_sampler:
         long state
         int mode
+        int mech
         int max_depth
         int64_t period_ns
         ps_intern frames
         ps_intern nodes
-        ps_intern threads
-        PyObject **thread_obj
+        ps_chunked tinfo
+        PyObject **tobj
+        uint32_t tnamed
         ps_samples samples
         int64_t start_ns
         int64_t stop_ns
@@ -44,6 +55,9 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t missed_ticks
         uint64_t served_pending
         uint64_t served_fallback
+        uint64_t served_reader
+        uint64_t busy_ticks
+        uint64_t pins
         uint64_t dropped_samples
         uint64_t truncated_stacks
         int64_t sampling_ns
@@ -53,10 +67,14 @@ cdef extern from "_sampler/core.h" nogil:
     int PS_IDLE, PS_RUNNING
     int PS_OK, PS_ERR_RUNNING, PS_ERR_NOT_RUNNING, PS_ERR_MEMORY
     int PS_ERR_THREAD, PS_ERR_FINALIZING
+    int PS_MECH_READER
+    unsigned long long PS_TASKS_THREAD_KEY
+    const char *PS_FREED_CODE_NAME
 
     long ps_atomic_load(long *p)
     int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
                    uint32_t max_frames, uint32_t max_nodes, object registry) with gil
+    void ps_choose_mechanism(ps_sampler *s)
     int ps_start_timer()
     void ps_mark_running()
     int ps_begin_stop()
@@ -66,6 +84,11 @@ cdef extern from "_sampler/core.h" nogil:
     void ps_after_fork_child()
     int64_t ps_monotonic_ns()
     int ps_code_line(PyObject *code, int offset)
+    PyObject *ps_frame_object(uint32_t frame, int *freed)
+    uint32_t ps_chunked_count(ps_chunked *c)
+    ps_thread_info *ps_thread_at(ps_sampler *s, uint32_t ti)
+    void ps_close()
+    void ps_open()
 
     # asyncio task stacks (tasks.h)
     ctypedef struct ps_tasks:
@@ -124,6 +147,7 @@ def start(double hz, str mode, int max_depth, Py_ssize_t max_samples,
         ps_end_stop()
         ps_reset()
         raise ValueError("bad asyncio configuration")
+    ps_choose_mechanism(&ps_S)
     with nogil:
         rc = ps_start_timer()
     if rc != PS_OK:
@@ -154,12 +178,21 @@ def stop():
 def sample_count():
     """Sample rows recorded so far in the running session (0 when idle).
 
-    For progress display only: read under the GIL, which every writer of
-    the count holds, so the value is a consistent snapshot.
+    For progress display only: on the reader path the timer thread appends
+    rows without the GIL, so this is a recent value, not a snapshot.
     """
     if ps_atomic_load(&ps_S.state) == PS_IDLE:
         return 0
     return ps_S.samples.count
+
+
+def close():
+    """Refuse every later start(): the interpreter is shutting down, and no
+    timer thread may outlive it (called from pysampler's atexit hook)."""
+    ps_close()
+
+
+ps_open()  # a new interpreter (embedding: Py_Initialize again) may start
 
 
 def after_fork_child():
@@ -193,11 +226,15 @@ cdef object _raw_tables():
     cdef uint32_t i
     cdef PyObject *code
     cdef int offset
+    cdef int freed
+    cdef ps_thread_info *info
     frames = []
     for i in range(s.frames.count):
-        code = <PyObject *><size_t>s.frames.key_a[i]
+        code = ps_frame_object(i, &freed)
         offset = <int><int64_t>s.frames.key_b[i]
-        if offset == PS_FRAME_TASK:
+        if freed:
+            frames.append((PS_FREED_CODE_NAME.decode(), 0))
+        elif offset == PS_FRAME_TASK:
             frames.append(("Task: " + str(<object>code), 0))
         elif offset == PS_FRAME_AWAIT:
             waited = <object>code
@@ -217,10 +254,11 @@ cdef object _raw_tables():
         fv[i] = <int32_t>s.nodes.key_b[i]
 
     threads = []
-    for i in range(s.threads.count):
-        obj = <object>s.thread_obj[i] if s.thread_obj[i] != NULL else None
-        name = TASKS_THREAD_NAME if s.threads.key_a[i] == 0 else None
-        native = s.threads.key_b[i]
+    for i in range(ps_chunked_count(&s.tinfo)):
+        info = ps_thread_at(s, i)
+        obj = <object>s.tobj[i] if i < s.tnamed and s.tobj[i] != NULL else None
+        name = TASKS_THREAD_NAME if info.key == PS_TASKS_THREAD_KEY else None
+        native = info.native
         if obj is not None:
             try:
                 name = str(obj.name)
@@ -230,7 +268,7 @@ cdef object _raw_tables():
                     native = int(getattr(obj, "native_id", None) or 0)
             except Exception:
                 name = None
-        threads.append((s.threads.key_a[i], native, name))
+        threads.append((info.ident, native, name))
 
     n = s.samples.count
     return {
@@ -243,6 +281,7 @@ cdef object _raw_tables():
         "time_ns": _copy_int64(s.samples.time_ns, n),
         "cpu_ns": _copy_int64(s.samples.cpu_ns, n),
         "wall_ns": _copy_int64(s.samples.wall_ns, n),
+        "count": _copy_int32(s.samples.nsamples, n),
         "threads": threads,
         "start_ns": s.start_ns,
         "stop_ns": s.stop_ns,
@@ -252,6 +291,9 @@ cdef object _raw_tables():
             "missed_ticks": s.missed_ticks,
             "served_pending": s.served_pending,
             "served_fallback": s.served_fallback,
+            "served_reader": s.served_reader,
+            "busy_ticks": s.busy_ticks,
+            "pins": s.pins,
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,
             "sampling_ns": s.sampling_ns,
@@ -259,6 +301,7 @@ cdef object _raw_tables():
             "dropped_task_samples": ps_T.dropped,
         },
         "asyncio": bool(ps_T.on),
+        "reader": s.mech == PS_MECH_READER,
     }
 
 

@@ -157,6 +157,48 @@ static inline int64_t ps_thread_cpu_ns_of(unsigned long ident, unsigned long nat
 #endif
 }
 
+/* CPU time of the whole process (every thread, those that exited too),
+ * and of the calling thread, in nanoseconds; -1 when unknown. */
+static inline int64_t ps_process_cpu_ns(void)
+{
+#if defined(_WIN32)
+    FILETIME created, exited, kernel, user;
+    ULARGE_INTEGER k, u;
+    if (!GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user)) {
+        return -1;
+    }
+    k.LowPart = kernel.dwLowDateTime; k.HighPart = kernel.dwHighDateTime;
+    u.LowPart = user.dwLowDateTime;   u.HighPart = user.dwHighDateTime;
+    return (int64_t)(k.QuadPart + u.QuadPart) * 100;
+#else
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) {
+        return -1;
+    }
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#endif
+}
+
+static inline int64_t ps_self_cpu_ns(void)
+{
+#if defined(_WIN32)
+    FILETIME created, exited, kernel, user;
+    ULARGE_INTEGER k, u;
+    if (!GetThreadTimes(GetCurrentThread(), &created, &exited, &kernel, &user)) {
+        return -1;
+    }
+    k.LowPart = kernel.dwLowDateTime; k.HighPart = kernel.dwHighDateTime;
+    u.LowPart = user.dwLowDateTime;   u.HighPart = user.dwHighDateTime;
+    return (int64_t)(k.QuadPart + u.QuadPart) * 100;
+#else
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return -1;
+    }
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#endif
+}
+
 /* ------------------------------------------------------------------ */
 /* A waker: the timer thread sleeps until a deadline on it, and stop()  */
 /* wakes it at once instead of waiting out the period.                */
