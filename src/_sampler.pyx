@@ -57,10 +57,13 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t served_fallback
         uint64_t served_reader
         uint64_t busy_ticks
+        uint64_t holder_left
         uint64_t pins
         uint64_t dropped_samples
         uint64_t truncated_stacks
         int64_t sampling_ns
+        int64_t timer_cpu_ns
+        int64_t fallback_cpu_ns
 
     ps_sampler ps_S
     int PS_MODE_CPU, PS_MODE_WALL
@@ -69,6 +72,8 @@ cdef extern from "_sampler/core.h" nogil:
     int PS_ERR_THREAD, PS_ERR_FINALIZING
     int PS_MECH_READER
     unsigned long long PS_TASKS_THREAD_KEY
+    unsigned long long PS_OTHER_THREAD_KEY
+    int PS_FRAME_OTHER
     const char *PS_FREED_CODE_NAME
 
     long ps_atomic_load(long *p)
@@ -113,6 +118,9 @@ MODES = {"cpu": 0, "wall": 1}
 
 #: name of the pseudo-thread whose rows are asyncio task stacks
 TASKS_THREAD_NAME = "asyncio tasks"
+#: CPU mode: the pseudo-thread and frame holding CPU that no sample took
+OTHER_CPU_THREAD_NAME = "(other CPU)"
+OTHER_CPU_FRAME = "[CPU outside sampled Python stacks]"
 
 
 def asyncio_task_node_offset(object probe):
@@ -234,6 +242,8 @@ cdef object _raw_tables():
         offset = <int><int64_t>s.frames.key_b[i]
         if freed:
             frames.append((PS_FREED_CODE_NAME.decode(), 0))
+        elif offset == PS_FRAME_OTHER and code == NULL:
+            frames.append((OTHER_CPU_FRAME, 0))
         elif offset == PS_FRAME_TASK:
             frames.append(("Task: " + str(<object>code), 0))
         elif offset == PS_FRAME_AWAIT:
@@ -257,7 +267,8 @@ cdef object _raw_tables():
     for i in range(ps_chunked_count(&s.tinfo)):
         info = ps_thread_at(s, i)
         obj = <object>s.tobj[i] if i < s.tnamed and s.tobj[i] != NULL else None
-        name = TASKS_THREAD_NAME if info.key == PS_TASKS_THREAD_KEY else None
+        name = (TASKS_THREAD_NAME if info.key == PS_TASKS_THREAD_KEY
+                else OTHER_CPU_THREAD_NAME if info.key == PS_OTHER_THREAD_KEY else None)
         native = info.native
         if obj is not None:
             try:
@@ -293,10 +304,12 @@ cdef object _raw_tables():
             "served_fallback": s.served_fallback,
             "served_reader": s.served_reader,
             "busy_ticks": s.busy_ticks,
+            "holder_left": s.holder_left,
             "pins": s.pins,
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,
             "sampling_ns": s.sampling_ns,
+            "sampler_cpu_ns": max(0, s.timer_cpu_ns) + max(0, s.fallback_cpu_ns),
             "task_samples": ps_T.task_samples,
             "dropped_task_samples": ps_T.dropped,
         },

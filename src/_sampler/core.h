@@ -81,6 +81,8 @@ enum {
 
 #define PS_THREAD_NAME_TRIES 64
 #define PS_TASKS_THREAD_KEY 0xFFFFFFFFFFFFFFFFULL  /* the asyncio pseudo-thread */
+#define PS_OTHER_THREAD_KEY 0xFFFFFFFFFFFFFFFEULL  /* CPU outside sampled stacks */
+#define PS_FRAME_OTHER (-1002)  /* tag of its synthetic frame */
 #define PS_PIN_WAIT_NS 10000000LL            /* a pin request unserved this long: fallback */
 #define PS_PIN_FALLBACK_GAP_NS 50000000LL    /* fallback pins at most this often */
 
@@ -142,7 +144,9 @@ typedef struct {
     uint64_t tick_no;
     unsigned long prev_switches;
     uintptr_t prev_holder;
-    ps_oncpu oncpu;             /* the holders' on-CPU share (cpu.h) */
+    ps_other other;             /* CPU no sample took (cpu.h) */
+    int32_t other_node;         /* its synthetic stack, -1: not yet */
+    int64_t other_row;          /* its last row, -1: none */
     int64_t pin_requested_ns;   /* when the queued pin request was made, 0 none */
     int64_t fallback_pin_ns;    /* when the fallback last pinned */
     ps_atomic_t fallback_pin;   /* the bell rang for a pin, not a sample */
@@ -157,10 +161,13 @@ typedef struct {
     uint64_t served_fallback;   /* GIL path: sampling events run by the fallback thread */
     uint64_t served_reader;     /* reader path: sampling events recorded by the timer */
     uint64_t busy_ticks;        /* reader path: ticks dropped, head lock busy */
+    uint64_t holder_left;       /* reader path: the holder let go of the GIL during its walk */
     uint64_t dropped_samples;   /* thread samples lost to full tables or bad reads */
     uint64_t truncated_stacks;  /* samples deeper than max_depth */
     uint64_t pins;              /* pinning steps run */
     int64_t sampling_ns;        /* time spent recording samples (our cost) */
+    int64_t timer_cpu_ns;       /* CPU the timer thread used (read as it ends) */
+    int64_t fallback_cpu_ns;    /* CPU the fallback thread used (read as it ends) */
 } ps_sampler;
 
 static ps_sampler ps_S;
@@ -240,7 +247,7 @@ static int ps_names_reserve(ps_sampler *s)
     s->ttries = tries;
     for (i = s->tnamed; i < n; i++) {
         s->tobj[i] = NULL;
-        s->ttries[i] = ps_thread_at(s, i)->key == PS_TASKS_THREAD_KEY ? 0 : PS_THREAD_NAME_TRIES;
+        s->ttries[i] = ps_thread_at(s, i)->key >= PS_OTHER_THREAD_KEY ? 0 : PS_THREAD_NAME_TRIES;
     }
     s->tnamed = n;
     return 0;
@@ -600,6 +607,62 @@ static void ps_reader_record(ps_sampler *s, uint32_t ti, ps_tmodel *m, int32_t n
     }
 }
 
+/* CPU mode: record the CPU no sample took since the last call (cpu.h,
+ * ps_other) as a row of the "other CPU" pseudo-thread. */
+static void ps_record_other(ps_sampler *s, int64_t now, int64_t w)
+{
+    int64_t own = ps_self_cpu_ns(), fb, rest;
+    uint32_t ti;
+    int added;
+    fb = ps_thread_cpu_ns(s->fallback_ident, s->fallback_native);
+    rest = ps_other_update(&s->other, now, ps_process_cpu_ns(),
+                           own < 0 ? -1 : own + (fb < 0 ? 0 : fb));
+    if (rest <= 0) {
+        return;
+    }
+    ti = ps_thread_register(s, PS_OTHER_THREAD_KEY, 0, 0, 0, now);
+    if (ti == UINT32_MAX) {
+        return;
+    }
+    if (s->other_node < 0) {
+        uint32_t f = ps_intern_get(&s->frames, PS_NO_OBJECT, (uint64_t)(int64_t)PS_FRAME_OTHER, &added);
+        uint32_t node = f == PS_INTERN_FULL ? PS_INTERN_FULL : ps_intern_get(&s->nodes, 0, f, &added);
+        if (node == PS_INTERN_FULL) {
+            s->dropped_samples++;
+            return;
+        }
+        s->other_node = (int32_t)node;
+    }
+    ps_reader_record(s, ti, &s->tm[ti], s->other_node, now, rest, w, 1);
+    s->tm[ti].node = s->other_node;
+}
+
+/* At the end of a CPU session: if the samples still weigh more CPU than
+ * the process spent (the calibration share lags behind load changes),
+ * scale every row down by that much, so the total is the process's. */
+static void ps_net_out_overshoot(ps_sampler *s)
+{
+    double total = 0, keep;
+    size_t i;
+    if (s->other.carry >= 0) {
+        return;
+    }
+    for (i = 0; i < s->samples.count; i++) {
+        total += (double)s->samples.cpu_ns[i];
+    }
+    if (total <= 0) {
+        return;
+    }
+    keep = (total + (double)s->other.carry) / total;
+    if (keep < 0) {
+        keep = 0;
+    }
+    for (i = 0; i < s->samples.count; i++) {
+        s->samples.cpu_ns[i] = (int64_t)((double)s->samples.cpu_ns[i] * keep);
+    }
+    s->other.carry = 0;
+}
+
 static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
 {
     ps_gil_view gil;
@@ -617,6 +680,16 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
     switched = gil.switches != s->prev_switches;
     s->tick_no++;
     s->served_reader++;
+    /* the holder first: its stack is copied as soon after the GIL was read
+     * as possible (it runs on meanwhile, and may block a moment later) */
+    for (k = 1; k < n && holder != 0; k++) {
+        if (s->snap[k].ts == holder) {
+            ps_tsnap tmp = s->snap[0];
+            s->snap[0] = s->snap[k];
+            s->snap[k] = tmp;
+            break;
+        }
+    }
 
     for (k = 0; k < n; k++) {
         const ps_tsnap *t = &s->snap[k];
@@ -644,16 +717,23 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
 
         if (s->mode == PS_MODE_CPU) {
             int64_t clock, d, weight, elapsed;
-            int clean;
+            int clean, gil_free;
             if (is_holder) {
+                node = ps_reader_stack(s, t, &new_code, NULL, NULL);
+                {
+                    /* did it let go of the GIL while we read its stack? */
+                    ps_gil_view after;
+                    ps_gil_read(s->interp, &after);
+                    if (!after.locked || after.last_holder != holder) {
+                        s->holder_left++;
+                    }
+                }
                 clock = ps_thread_cpu_ns(t->ident, t->native);
                 d = clock >= 0 && m->cpu >= 0 ? clock - m->cpu : -1;
                 if (clock >= 0) {
-                    m->cpu = clock;
-                    m->cpu_at = now;
+                    ps_tmodel_read(m, clock, now, gil.switches, 1);
                 }
                 ps_tmodel_schedule(m, s->tick_no, 1);
-                node = ps_reader_stack(s, t, &new_code, NULL, NULL);
                 if (node == -2) {
                     s->dropped_samples++;
                     m->node = -1;
@@ -667,7 +747,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                 }
                 m->node = (int32_t)node;
                 clean = was_holder && !switched && t->ts == s->prev_holder;
-                weight = ps_holder_weight(&s->oncpu, w, d, clean);
+                weight = ps_holder_weight(&s->other, w, d, clean);
                 if (weight > 0) {
                     ps_reader_record(s, ti, m, (int32_t)node, now, weight, w, 0);
                 }
@@ -679,8 +759,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                      * sampled as the holder; count the next span from now */
                     clock = ps_thread_cpu_ns(t->ident, t->native);
                     if (clock >= 0) {
-                        m->cpu = clock;
-                        m->cpu_at = now;
+                        ps_tmodel_read(m, clock, now, gil.switches, t->ts == gil.last_holder);
                     }
                     ps_tmodel_schedule(m, s->tick_no, 1);
                 }
@@ -693,16 +772,18 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
             }
             d = m->cpu >= 0 ? clock - m->cpu : 0;
             elapsed = now - m->cpu_at;
-            m->cpu = clock;
-            m->cpu_at = now;
+            gil_free = ps_tmodel_gil_free(m, gil.switches, t->ts == gil.last_holder);
+            ps_tmodel_read(m, clock, now, gil.switches, t->ts == gil.last_holder);
             ps_tmodel_schedule(m, s->tick_no, d > elapsed / 50);
-            if (ps_in_c_call(d, elapsed)) {
-                /* a C call with the GIL released, if its innermost frame
-                 * did not move since the last check */
+            if (d > 0 && (gil_free || ps_in_c_call(d, elapsed))) {
+                /* CPU used with the GIL released: in a C call or a system
+                 * call. Certain (gil_free), or, when the GIL changed hands
+                 * too often to tell, a long C call whose innermost frame did
+                 * not move since the last check. */
                 uintptr_t lc = 0, li = 0;
                 node = ps_reader_stack(s, t, &new_code, &lc, &li);
-                if (node >= 0 && lc == m->leaf_code && li == m->leaf_instr) {
-                    s->oncpu.pending_known += d;
+                if (node >= 0 && (gil_free || (lc == m->leaf_code && li == m->leaf_instr))) {
+                    ps_other_exact(&s->other, d);
                     ps_reader_record(s, ti, m, (int32_t)node, now, d, elapsed, 0);
                 }
                 m->leaf_code = lc;
@@ -751,10 +832,8 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
         ps_reader_record(s, ti, m, (int32_t)node, now, 0, w, 1);
         m->node = (int32_t)node;
     }
-    if (s->mode == PS_MODE_CPU && now - s->oncpu.last_read_ns >= PS_CALIBRATE_NS) {
-        int64_t own = ps_self_cpu_ns(), fb;
-        fb = ps_thread_cpu_ns(s->fallback_ident, s->fallback_native);
-        ps_oncpu_update(&s->oncpu, now, ps_process_cpu_ns(), own < 0 ? -1 : own + (fb < 0 ? 0 : fb));
+    if (s->mode == PS_MODE_CPU && now - s->other.last_read_ns >= PS_OTHER_NS) {
+        ps_record_other(s, now, w);
     }
     s->prev_switches = gil.switches;
     s->prev_holder = holder;
@@ -870,6 +949,14 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
             next = now + ps_jittered(s->period_ns, &rng);
         }
     }
+#ifdef PS_HAVE_READER
+    if (s->mech == PS_MECH_READER && s->mode == PS_MODE_CPU) {
+        int64_t t = ps_monotonic_ns();
+        ps_record_other(s, t, t - s->last_sample_ns);  /* the last partial period */
+        ps_net_out_overshoot(s);
+    }
+#endif
+    s->timer_cpu_ns = ps_self_cpu_ns();
     return 0;
 }
 
@@ -913,6 +1000,7 @@ static PS_THREAD_RETURN ps_fallback_main(void *arg)
         saved = PyEval_SaveThread();
     }
 
+    s->fallback_cpu_ns = ps_self_cpu_ns();
     if (!ps_finalizing()) {
         PyEval_RestoreThread(saved);
         s->fallback_tstate = NULL;
@@ -978,15 +1066,18 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->period_ns = (int64_t)(1e9 / hz);
     s->interp = PyInterpreterState_Main();
     s->ticks = s->missed_ticks = s->served_pending = s->served_fallback = 0;
-    s->served_reader = s->busy_ticks = s->pins = 0;
+    s->served_reader = s->busy_ticks = s->pins = s->holder_left = 0;
     s->dropped_samples = s->truncated_stacks = 0;
     s->sampling_ns = 0;
+    s->timer_cpu_ns = s->fallback_cpu_ns = 0;
     s->fallback_tstate = NULL;
     s->fallback_ident = s->fallback_native = 0;
     s->tick_no = 0;
     s->prev_switches = 0;
     s->prev_holder = 0;
-    memset(&s->oncpu, 0, sizeof(s->oncpu));
+    memset(&s->other, 0, sizeof(s->other));
+    s->other_node = -1;
+    s->other_row = -1;
     s->pin_requested_ns = s->fallback_pin_ns = 0;
     ps_atomic_store(&s->owed, 0);
     ps_atomic_store(&s->fallback_ready, 0);

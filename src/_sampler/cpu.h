@@ -32,6 +32,10 @@
  *     pointer, or used well under 60%: two threads sharing the GIL get at
  *     most half each when neither holds it at either reading.)
  *
+ * Whatever CPU no sample took (system calls made without the GIL, GIL
+ * hand-offs, thread start/exit, native threads) is recorded under one
+ * synthetic frame, from the process's CPU clock (ps_other below).
+ *
  * Idle threads cost almost nothing
  * --------------------------------
  * A thread's Python stack changes only while it holds the GIL. A thread that
@@ -52,6 +56,7 @@
 #define PYSAMPLER_CPU_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "platform.h"
 
@@ -72,6 +77,9 @@ typedef struct {
     uint32_t backoff;              /* ticks between readings while idle */
     uint64_t next_read;            /* tick of the next reading */
     uintptr_t leaf_code, leaf_instr; /* innermost frame at the last C-call check */
+    unsigned long read_switches;   /* GIL switch count at the last reading */
+    int read_last;                 /* it was the GIL's last holder at that reading */
+    int read_known;                /* the two above are set */
     uint64_t seen_tick;            /* last tick it was in the thread list */
     int was_holder;                /* held the GIL at its last tick */
 } ps_tmodel;
@@ -112,83 +120,128 @@ static inline void ps_tmodel_schedule(ps_tmodel *m, uint64_t tick, int moved)
     m->next_read = tick + m->backoff;
 }
 
-/* How much of the wall time the GIL holder is really on CPU.
+/* Weights of CPU samples, and the CPU no sample took.
  *
- * On a loaded machine the OS preempts the holder while it holds the GIL,
- * and a sample weighing the full interval overstates CPU (measured: +16% to
- * +25% of the total, 4 busy workers, load average 5 on 2 cores). When the
- * interval was one holder's alone (same holder at both ticks, no switch),
- * its clock delta is the exact weight. For the other samples a running
- * calibration keeps the total true to the process's CPU clock:
+ * When the interval was the holder's alone (same holder at both ticks, GIL
+ * switch count unchanged), its clock delta over the interval is the exact
+ * weight of its sample. Other holder samples weigh the wall interval w,
+ * scaled by a calibration share: on a loaded machine the OS preempts the
+ * holder while it holds the GIL, and w then overstates its CPU (measured:
+ * +16% to +25% of the total, 4 busy workers, load average 5 on 2 cores).
+ * Every PS_OTHER_NS the process's CPU clock (which counts threads that have
+ * exited too), less the sampler's own threads and the CPU weighed exactly,
+ * is compared with the wall weight of the scaled samples of that period:
  *
- *     share = (process CPU - the sampler's own threads' CPU - CPU already
- *              weighed exactly or attributed to C calls)
- *           / (wall time of the other holder samples)
+ *     share = min(1, that CPU / their wall weight)    (decaying sums)
  *
- * over decaying sums, read every PS_CALIBRATE_NS, clipped to [0, 1]. The
- * process clock counts threads that exited between two ticks (the
- * short-lived threads whose own clocks can no longer be read), which is why
- * it, and not the sum of the threads' clocks, is the reference. Clipped at
- * 1: a GIL holder cannot run longer than the interval, and CPU of threads
- * that never hold the GIL (native pools of C libraries, system calls made
- * with the GIL released) must not inflate the Python stacks. Estimating
- * the share from one-holder intervals only was tried first: at 100 Hz those
- * are mostly intervals in which the holder was preempted (a running holder
- * hands the GIL over within the 5 ms switch interval), and the total came
- * out 30% low. */
-#define PS_CALIBRATE_NS 10000000LL
+ * and whatever CPU the samples of the period did not take (system calls
+ * made with the GIL released, GIL hand-offs, the start and end of threads
+ * outside any Python frame, native threads that never run Python) is
+ * recorded under a synthetic "[CPU outside sampled Python stacks]" frame:
+ * the profile's total is the process's, and a function's share is its share
+ * of all the CPU, not only of the part Python stacks ran.
+ *
+ * Two things tried and dropped: estimating the share from one-holder
+ * intervals only (at 100 Hz those are mostly intervals in which the holder
+ * was preempted, since a running holder hands the GIL over within the 5 ms
+ * switch interval: totals came out 30% low), and reading the holder's clock
+ * around its stack copy to see whether it is on CPU at that instant (on a
+ * saturated machine the timer's own wake-up is what preempts it: weights
+ * came out 60% low). */
+#define PS_OTHER_NS 10000000LL
 
 typedef struct {
-    double cpu, wall;             /* decaying sums */
-    int64_t pending_wall;         /* wall of scaled holder samples since the last read */
-    int64_t pending_known;        /* CPU weighed exactly since the last read */
-    int64_t last_read_ns;         /* when the clocks were last read, 0: never */
-    int64_t last_process;         /* the process CPU clock then */
-    int64_t last_own;             /* the sampler's own threads' CPU then */
-} ps_oncpu;
+    double cpu, wall;       /* decaying sums for the share */
+    int64_t exact;          /* CPU weighed exactly since the last reading */
+    int64_t scaled_wall;    /* wall of the scaled samples since then */
+    int64_t recorded;       /* CPU all samples weighed since then */
+    int64_t last_read_ns;   /* when the clocks were last read, 0: never */
+    int64_t last_process;   /* the process CPU clock then */
+    int64_t last_own;       /* the sampler's own threads' CPU then */
+    int64_t carry;          /* samples weighed more than was spent: absorbed first (<= 0) */
+} ps_other;
 
-static inline double ps_oncpu_share(const ps_oncpu *f)
+static inline double ps_other_share(const ps_other *o)
 {
     double r;
-    if (f->wall <= 0) {
+    if (o->wall <= 0) {
         return 1.0;
     }
-    r = f->cpu / f->wall;
+    r = o->cpu / o->wall;
     return r < 0 ? 0 : (r > 1 ? 1 : r);
 }
 
-/* Every PS_CALIBRATE_NS: fold the clocks' advance into the sums. */
-static inline void ps_oncpu_update(ps_oncpu *f, int64_t now, int64_t process, int64_t own)
+/* Weight of the GIL holder's CPU sample (see above). */
+static inline int64_t ps_holder_weight(ps_other *o, int64_t w, int64_t interval_cpu, int clean)
 {
-    if (process < 0 || own < 0) {
-        return;
+    int64_t weight;
+    if (clean && interval_cpu >= 0) {
+        weight = interval_cpu < w ? interval_cpu : w;
+        o->exact += weight;
+    } else {
+        weight = (int64_t)((double)w * ps_other_share(o));
+        o->scaled_wall += w;
     }
-    if (f->last_read_ns != 0) {
-        double cpu = (double)(process - f->last_process) - (double)(own - f->last_own) -
-                     (double)f->pending_known;
-        if (cpu < 0) {
-            cpu = 0;
-        }
-        f->cpu = f->cpu * 0.9 + cpu;
-        f->wall = f->wall * 0.9 + (double)f->pending_wall;
-    }
-    f->pending_wall = 0;
-    f->pending_known = 0;
-    f->last_read_ns = now;
-    f->last_process = process;
-    f->last_own = own;
+    o->recorded += weight;
+    return weight;
 }
 
-/* Weight of the GIL holder's CPU sample (see above). */
-static inline int64_t ps_holder_weight(ps_oncpu *f, int64_t w, int64_t cpu_delta, int clean)
+/* CPU attributed from a thread's own clock (C calls without the GIL). */
+static inline void ps_other_exact(ps_other *o, int64_t cpu)
 {
-    if (clean && cpu_delta >= 0) {
-        int64_t d = cpu_delta < w ? cpu_delta : w;
-        f->pending_known += d;
-        return d;
+    o->exact += cpu;
+    o->recorded += cpu;
+}
+
+/* Every PS_OTHER_NS: update the share, and return the CPU to record as
+ * "outside sampled stacks" for the period ending now (0 if none). */
+static inline int64_t ps_other_update(ps_other *o, int64_t now, int64_t process, int64_t own)
+{
+    int64_t out = 0;
+    if (process < 0 || own < 0) {
+        return 0;
     }
-    f->pending_wall += w;
-    return (int64_t)((double)w * ps_oncpu_share(f));
+    if (o->last_read_ns != 0) {
+        int64_t spent = (process - o->last_process) - (own - o->last_own);
+        double scalable = (double)(spent - o->exact);
+        o->cpu = o->cpu * 0.9 + (scalable > 0 ? scalable : 0);
+        o->wall = o->wall * 0.9 + (double)o->scaled_wall;
+        out = spent - o->recorded + o->carry;
+        if (out < 0) {
+            o->carry = out;  /* the periods' samples overshot: net it out later */
+            out = 0;
+        } else {
+            o->carry = 0;
+        }
+    }
+    o->exact = o->scaled_wall = o->recorded = 0;
+    o->last_read_ns = now;
+    o->last_process = process;
+    o->last_own = own;
+    return out;
+}
+
+/* Note a clock reading and the GIL's state at that moment. */
+static inline void ps_tmodel_read(ps_tmodel *m, int64_t clock, int64_t now, unsigned long switches,
+                                  int is_last_holder)
+{
+    m->cpu = clock;
+    m->cpu_at = now;
+    m->read_switches = switches;
+    m->read_last = is_last_holder;
+    m->read_known = 1;
+}
+
+/* Certain that the thread did not hold the GIL since its last reading?
+ * Only a thread that takes the GIL from another moves the switch count, so
+ * with at most one move (from the holder at that reading to the holder
+ * now) and the thread being neither, it ran without the GIL throughout:
+ * its Python stack could not change, and all the CPU it used belongs to
+ * the C call (or system call) it is in now. */
+static inline int ps_tmodel_gil_free(const ps_tmodel *m, unsigned long switches,
+                                     int is_last_holder)
+{
+    return m->read_known && !m->read_last && !is_last_holder && switches - m->read_switches <= 1;
 }
 
 /* Is a non-holder's clock advance a C call running without the GIL? */

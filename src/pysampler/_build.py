@@ -85,6 +85,7 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         served_in_place=int(stats["served_pending"]),
         served_by_timer=int(stats["served_fallback"] + stats.get("served_reader", 0)),
         sampling_ns=int(stats["sampling_ns"]),
+        sampler_cpu_ns=int(stats.get("sampler_cpu_ns", 0)),
         asyncio=bool(raw.get("asyncio", False)),
         task_samples=int(stats.get("task_samples", 0)),
         dropped_task_samples=int(stats.get("dropped_task_samples", 0)),

@@ -207,7 +207,12 @@ def _after_fork_in_child() -> None:
 
 def _stop_at_exit() -> None:
     # Interpreter exit while profiling: end the timer thread before the
-    # runtime finalises (a native thread must not wait for the GIL then).
+    # runtime finalises (a native thread must not wait for the GIL, or read
+    # thread states, then), and refuse every later start(): a daemon thread
+    # or a later atexit handler must not leave a timer running into
+    # Py_FinalizeEx (in an embedding program, into the next Py_Initialize).
+    # (a start() already past the check is ended by the cancel() below)
+    _sampler.close()
     with contextlib.suppress(Exception):
         cancel()
 

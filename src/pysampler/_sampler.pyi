@@ -16,9 +16,14 @@ class Stats(TypedDict):
     missed_ticks: int
     served_pending: int
     served_fallback: int
+    served_reader: int  # reader path: events recorded by the timer thread itself
+    busy_ticks: int  # reader path: ticks dropped because the head lock was busy
+    holder_left: int  # reader path: the GIL holder let go while its stack was read
+    pins: int  # reader path: pinning steps (code objects, thread names) run
     dropped_samples: int
     truncated_stacks: int
     sampling_ns: int
+    sampler_cpu_ns: int  # CPU of the timer and fallback threads
     task_samples: int
     dropped_task_samples: int
 
@@ -35,6 +40,7 @@ class RawTables(TypedDict):
     time_ns: npt.NDArray[np.int64]
     cpu_ns: npt.NDArray[np.int64]
     wall_ns: npt.NDArray[np.int64]
+    count: npt.NDArray[np.int32]  # samples each row stands for
     # (ident, native id, name or None) per thread index
     threads: list[tuple[int, int, str | None]]
     start_ns: int
@@ -42,6 +48,7 @@ class RawTables(TypedDict):
     max_depth: int
     stats: Stats
     asyncio: bool
+    reader: bool  # the timer read the stacks without the GIL (3.11+)
 
 def start(
     hz: float,
@@ -57,6 +64,7 @@ def is_running() -> bool: ...
 def stop() -> RawTables: ...
 def sample_count() -> int: ...
 def after_fork_child() -> None: ...
+def close() -> None: ...
 def monotonic_ns() -> int: ...
 def asyncio_task_node_offset(probe: object) -> int | None: ...
 
