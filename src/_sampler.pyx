@@ -58,6 +58,7 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t served_reader
         uint64_t busy_ticks
         uint64_t holder_left
+        uint64_t safe_reads
         uint64_t pins
         uint64_t dropped_samples
         uint64_t truncated_stacks
@@ -305,6 +306,7 @@ cdef object _raw_tables():
             "served_reader": s.served_reader,
             "busy_ticks": s.busy_ticks,
             "holder_left": s.holder_left,
+            "safe_reads": s.safe_reads,
             "pins": s.pins,
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,

@@ -162,6 +162,7 @@ typedef struct {
     uint64_t served_reader;     /* reader path: sampling events recorded by the timer */
     uint64_t busy_ticks;        /* reader path: ticks dropped, head lock busy */
     uint64_t holder_left;       /* reader path: the holder let go of the GIL during its walk */
+    uint64_t safe_reads;        /* reader path: safe copies made (each a system call) */
     uint64_t dropped_samples;   /* thread samples lost to full tables or bad reads */
     uint64_t truncated_stacks;  /* samples deeper than max_depth */
     uint64_t pins;              /* pinning steps run */
@@ -455,7 +456,8 @@ static void ps_sample_all(ps_sampler *s)
     s->sampling_ns += ps_monotonic_ns() - now;
 }
 
-/* The pending call: runs on the main thread, GIL held, between bytecodes. */
+/* The pending call: runs on the main thread (3.12+: on whichever thread
+ * runs Python), GIL held, between bytecodes. */
 static int ps_pending_sample(void *arg)
 {
     ps_sampler *s = &ps_S;
@@ -902,13 +904,21 @@ static void ps_gil_tick(ps_sampler *s)
     if (unserved || ps_atomic_load(&s->fallback_streak)) {
         ps_bell_ring(&s->bell);
     }
-    /* Py_AddPendingCall may be called without the GIL or a thread state */
+    /* may be called without the GIL or a thread state */
     if (ps_atomic_exchange(&s->queued, 1) == 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+        /* 3.12+: a call whichever thread runs Python next serves (3.13+
+         * signals the GIL holder's eval breaker; 3.12's is per interpreter) */
+        if ((int)_PyEval_AddPendingCall(s->interp, ps_pending_sample, NULL, 0) != 0) {
+            ps_atomic_store(&s->queued, 0);  /* queue full: fallback covers it */
+        }
+#else
         if (Py_AddPendingCall(ps_pending_sample, NULL) == 0) {
             ps_wake_main_thread(s->interp);
         } else {
             ps_atomic_store(&s->queued, 0);  /* queue full: fallback covers it */
         }
+#endif
     }
 }
 
@@ -957,6 +967,9 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
     }
 #endif
     s->timer_cpu_ns = ps_self_cpu_ns();
+#ifdef PS_HAVE_READER
+    s->safe_reads = ps_R.reads;
+#endif
     return 0;
 }
 
@@ -1066,7 +1079,7 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->period_ns = (int64_t)(1e9 / hz);
     s->interp = PyInterpreterState_Main();
     s->ticks = s->missed_ticks = s->served_pending = s->served_fallback = 0;
-    s->served_reader = s->busy_ticks = s->pins = s->holder_left = 0;
+    s->served_reader = s->busy_ticks = s->pins = s->holder_left = s->safe_reads = 0;
     s->dropped_samples = s->truncated_stacks = 0;
     s->sampling_ns = 0;
     s->timer_cpu_ns = s->fallback_cpu_ns = 0;
@@ -1159,6 +1172,9 @@ static void ps_choose_mechanism(ps_sampler *s)
 static int ps_start_timer(void)
 {
     ps_sampler *s = &ps_S;
+#ifdef PS_HAVE_READER
+    ps_R.reads = 0;
+#endif
     /* fresh wake-up state: a stop from a previous session must not end
      * this one */
 #if !defined(_WIN32)

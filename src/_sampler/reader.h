@@ -247,16 +247,81 @@ typedef struct {
 
 /* Bytes of a frame we read: everything before the locals. */
 #  define PS_FRAME_HEAD offsetof(struct _PyInterpreterFrame, localsplus)
-/* The most of a data-stack chunk copied in one call (its top part). */
-#  define PS_CHUNK_COPY (64 * 1024)
+/* Data-stack copies per walk, and the room for them. A deep stack spans
+ * several chunks (16 KiB first, then bigger); each is copied whole, once,
+ * when the walk first needs a frame in it (measured, 300 frames deep on a
+ * VM where a system call costs ~1 us: 510 us per event reading the frames
+ * of earlier chunks one by one, PS_DEEP_US after this). Frames outside
+ * every chunk (generators, 3.12's shim frames on the C stack) are read one
+ * by one. */
+#  define PS_MAX_RANGES 8
+#  define PS_COPY_ROOM (256 * 1024)
 
 typedef struct {
-    char buf[PS_CHUNK_COPY];
-    uintptr_t lo, hi;      /* the copied range [lo, hi) */
+    char buf[PS_COPY_ROOM];
+    uintptr_t lo[PS_MAX_RANGES], hi[PS_MAX_RANGES];  /* copied [lo, hi) */
+    size_t off[PS_MAX_RANGES];                       /* where in buf */
+    int n;
+    size_t used;
+    uintptr_t next_chunk;  /* the chunk before the last one copied, 0: none */
     uint64_t reads;        /* safe-read calls made (cost accounting) */
 } ps_reader;
 
 static ps_reader ps_R;
+
+/* Copy the used part [lo, hi) of a chunk (its top part if it does not fit). */
+static int ps_reader_copy(ps_reader *R, uintptr_t lo, uintptr_t hi)
+{
+    size_t room = PS_COPY_ROOM - R->used;
+    if (R->n == PS_MAX_RANGES || hi <= lo || hi - lo > ((uintptr_t)1 << 30)) {
+        return -1;
+    }
+    if (hi - lo > room) {
+        if (room < 4096) {
+            return -1;
+        }
+        lo = hi - room;
+    }
+    R->reads++;
+    if (ps_safe_read(R->buf + R->used, (const void *)lo, hi - lo) != 0) {
+        return -1;
+    }
+    R->lo[R->n] = lo;
+    R->hi[R->n] = hi;
+    R->off[R->n] = R->used;
+    R->used += hi - lo;
+    R->n++;
+    return 0;
+}
+
+/* Copy the chunk before the lowest one copied: chunk headers say where
+ * the previous chunk is and how much of it is used (CPython saves `top`
+ * when it pushes a new chunk). */
+static int ps_reader_copy_previous(ps_reader *R)
+{
+    _PyStackChunk head;
+    uintptr_t prev;
+    if (R->next_chunk == 0) {
+        return -1;
+    }
+    R->reads += 2;
+    if (ps_safe_read(&head, (const void *)R->next_chunk, offsetof(_PyStackChunk, data)) != 0) {
+        R->next_chunk = 0;
+        return -1;
+    }
+    prev = (uintptr_t)head.previous;
+    R->next_chunk = 0;
+    if (prev == 0 || ps_safe_read(&head, (const void *)prev, offsetof(_PyStackChunk, data)) != 0 ||
+        head.top > head.size / sizeof(PyObject *)) {
+        return -1;  /* none, gone, or not a chunk header (torn) */
+    }
+    if (ps_reader_copy(R, prev + offsetof(_PyStackChunk, data),
+                       prev + offsetof(_PyStackChunk, data) + head.top * sizeof(PyObject *)) != 0) {
+        return -1;
+    }
+    R->next_chunk = prev;
+    return 0;
+}
 
 /* The address of the first Python instruction of a code object: pointer
  * arithmetic only (the object is not read). */
@@ -311,13 +376,26 @@ static inline int ps_raw_owner_ok(int owner)
 #  endif
 }
 
-/* One frame header at `addr`: from the chunk copy when it lies inside,
- * else through its own safe copy. */
+/* One frame header at `addr`: from a chunk copy when it lies inside one
+ * (copying earlier chunks as the walk reaches them), else through its own
+ * safe copy. */
 static int ps_reader_frame(ps_reader *R, uintptr_t addr, struct _PyInterpreterFrame *out)
 {
-    if (addr >= R->lo && addr + PS_FRAME_HEAD <= R->hi) {
-        memcpy(out, R->buf + (addr - R->lo), PS_FRAME_HEAD);
-        return 0;
+    int i;
+    for (;;) {
+        for (i = R->n - 1; i >= 0; i--) {
+            if (addr >= R->lo[i] && addr + PS_FRAME_HEAD <= R->hi[i]) {
+                memcpy(out, R->buf + R->off[i] + (addr - R->lo[i]), PS_FRAME_HEAD);
+                return 0;
+            }
+        }
+        /* outside the copied chunks while an earlier chunk exists: maybe a
+         * frame of a deep stack (chunks lie anywhere in memory); copy that
+         * chunk and look again */
+        if (R->next_chunk != 0 && ps_reader_copy_previous(R) == 0) {
+            continue;
+        }
+        break;
     }
     R->reads++;
     return ps_safe_read(out, (const void *)addr, PS_FRAME_HEAD);
@@ -356,7 +434,9 @@ static int ps_reader_walk(ps_reader *R, const ps_tsnap *t, ps_rawframe *out, int
     int n = 0, steps = 0;
 
     *truncated = 0;
-    R->lo = R->hi = 0;
+    R->n = 0;
+    R->used = 0;
+    R->next_chunk = 0;
     addr = ps_reader_top(R, t);
     if (addr == 1) {
         return -1;
@@ -365,19 +445,9 @@ static int ps_reader_walk(ps_reader *R, const ps_tsnap *t, ps_rawframe *out, int
         return 0;
     }
     /* the used part of the current chunk, in one copy */
-    if (t->chunk != 0 && t->top > t->chunk) {
-        uintptr_t lo = t->chunk + offsetof(_PyStackChunk, data);
-        uintptr_t hi = t->top;
-        if (hi > lo && hi - lo <= (uintptr_t)1 << 30) {
-            if (hi - lo > PS_CHUNK_COPY) {
-                lo = hi - PS_CHUNK_COPY;
-            }
-            R->reads++;
-            if (ps_safe_read(R->buf, (const void *)lo, hi - lo) == 0) {
-                R->lo = lo;
-                R->hi = hi;
-            }
-        }
+    if (t->chunk != 0 && t->top > t->chunk &&
+        ps_reader_copy(R, t->chunk + offsetof(_PyStackChunk, data), t->top) == 0) {
+        R->next_chunk = t->chunk;  /* its header is read if the walk goes below */
     }
     while (addr != 0) {
         int owner;

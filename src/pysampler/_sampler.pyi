@@ -20,6 +20,7 @@ class Stats(TypedDict):
     busy_ticks: int  # reader path: ticks dropped because the head lock was busy
     holder_left: int  # reader path: the GIL holder let go while its stack was read
     pins: int  # reader path: pinning steps (code objects, thread names) run
+    safe_reads: int  # reader path: safe memory copies made (system calls)
     dropped_samples: int
     truncated_stacks: int
     sampling_ns: int
