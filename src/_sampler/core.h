@@ -136,6 +136,9 @@ typedef struct {
     uint32_t *walk;         /* scratch: frame ids of one stack, leaf first */
     ps_tsnap *snap;         /* scratch: the thread list of one tick */
     int snap_cap;
+    uint64_t *hint_id;      /* reader: thread key at each list position last tick */
+    uint32_t *hint_ti;      /* reader: its thread index */
+    int hint_cap;
 #ifdef PS_HAVE_READER
     ps_rawframe *raw;       /* scratch: raw frames of one walk */
 #endif
@@ -214,6 +217,12 @@ static uint32_t ps_thread_register(ps_sampler *s, uint64_t key, unsigned long id
     info->ident = ident;
     info->native = native;
     ti = (uint32_t)s->tinfo.count;
+    /* open its clock now, while it is known alive (it is in the list we
+     * just copied, or the GIL holder's), and keep it */
+    s->tm[ti].clock.ok = 0;
+    if (key < PS_OTHER_THREAD_KEY) {
+        (void)ps_clock_open(&s->tm[ti].clock, ident, native);
+    }
     ps_tmodel_init(&s->tm[ti], baseline_cpu, now);
     if (ps_ptrmap_put(&s->tindex, key, ti) != 0) {
         return UINT32_MAX;
@@ -358,6 +367,12 @@ static int ps_snap_reserve(ps_sampler *s, int need)
     }
     s->snap = v;
     s->snap_cap = cap;
+    /* position hints (reader path): start empty at the new size */
+    free(s->hint_id);
+    free(s->hint_ti);
+    s->hint_id = (uint64_t *)calloc((size_t)cap, sizeof(uint64_t));
+    s->hint_ti = (uint32_t *)calloc((size_t)cap, sizeof(uint32_t));
+    s->hint_cap = s->hint_id && s->hint_ti ? cap : 0;
     return 0;
 }
 
@@ -408,7 +423,7 @@ static void ps_sample_threads(ps_sampler *s, int64_t now, int64_t wall)
         ps_thread_find_object(s, ti);
         /* read the clock in both modes: CPU mode weights by it, and wall
          * mode keeps it as a second column */
-        now_cpu = ps_thread_cpu_ns(t->ident, t->native);
+        now_cpu = ps_clock_read(&s->tm[ti].clock);
         if (now_cpu >= 0) {
             cpu = now_cpu - s->tm[ti].cpu;
             s->tm[ti].cpu = now_cpu;
@@ -701,14 +716,24 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
         int changed, was_holder;
         int64_t node;
 
-        ti = ps_ptrmap_get(&s->tindex, t->id);
-        if (ti == UINT32_MAX) {
-            ti = ps_thread_register(s, t->id, t->ident, t->native, 0, now);
+        /* the list keeps its order from tick to tick: the same position
+         * usually holds the same thread as last time (no hash look-up) */
+        if (k < s->hint_cap && s->hint_id[k] == t->id) {
+            ti = s->hint_ti[k];
+        } else {
+            ti = ps_ptrmap_get(&s->tindex, t->id);
             if (ti == UINT32_MAX) {
-                s->dropped_samples++;
-                continue;
+                ti = ps_thread_register(s, t->id, t->ident, t->native, 0, now);
+                if (ti == UINT32_MAX) {
+                    s->dropped_samples++;
+                    continue;
+                }
+                new_thread = 1;
             }
-            new_thread = 1;
+            if (k < s->hint_cap) {
+                s->hint_id[k] = t->id;
+                s->hint_ti[k] = ti;
+            }
         }
         m = &s->tm[ti];
         m->seen_tick = s->tick_no;
@@ -730,7 +755,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                         s->holder_left++;
                     }
                 }
-                clock = ps_thread_cpu_ns(t->ident, t->native);
+                clock = ps_clock_read(&m->clock);
                 d = clock >= 0 && m->cpu >= 0 ? clock - m->cpu : -1;
                 if (clock >= 0) {
                     ps_tmodel_read(m, clock, now, gil.switches, 1);
@@ -759,7 +784,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                 if (was_holder) {
                     /* it just let go of the GIL: its CPU up to here was
                      * sampled as the holder; count the next span from now */
-                    clock = ps_thread_cpu_ns(t->ident, t->native);
+                    clock = ps_clock_read(&m->clock);
                     if (clock >= 0) {
                         ps_tmodel_read(m, clock, now, gil.switches, t->ts == gil.last_holder);
                     }
@@ -767,7 +792,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                 }
                 continue;
             }
-            clock = ps_thread_cpu_ns(t->ident, t->native);
+            clock = ps_clock_read(&m->clock);
             if (clock < 0) {
                 ps_tmodel_schedule(m, s->tick_no, 0);
                 continue;
@@ -803,7 +828,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
         if (!changed && m->walk_switches != gil.switches && ps_tmodel_read_due(m, s->tick_no)) {
             /* the GIL changed hands since its last walk: did this thread
              * run? (a thread that did may be back at the same addresses) */
-            int64_t clock = ps_thread_cpu_ns(t->ident, t->native);
+            int64_t clock = ps_clock_read(&m->clock);
             int moved = clock >= 0 && m->cpu >= 0 && clock - m->cpu > 0;
             if (clock >= 0) {
                 m->cpu = clock;
@@ -1027,7 +1052,10 @@ static PS_THREAD_RETURN ps_fallback_main(void *arg)
 /* ------------------------------------------------------------------ */
 static void ps_tables_free(ps_sampler *s)
 {
-    uint32_t i;
+    uint32_t i, n = ps_chunked_count(&s->tinfo);
+    for (i = 0; i < n && i < s->tm_cap; i++) {
+        ps_clock_close(&s->tm[i].clock);
+    }
     for (i = 0; i < s->tnamed; i++) {
         Py_XDECREF(s->tobj[i]);
     }
@@ -1041,6 +1069,11 @@ static void ps_tables_free(ps_sampler *s)
     free(s->ttries);
     free(s->walk);
     free(s->snap);
+    free(s->hint_id);
+    free(s->hint_ti);
+    s->hint_id = NULL;
+    s->hint_ti = NULL;
+    s->hint_cap = 0;
     s->tm = NULL;
     s->tobj = NULL;
     s->ttries = NULL;
@@ -1124,12 +1157,14 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     n = ps_take_snapshot(s);
     for (k = 0; k < n; k++) {
         const ps_tsnap *t = &s->snap[k];
-        int64_t cpu = ps_thread_cpu_ns(t->ident, t->native);
-        if (ps_thread_register(s, t->id, t->ident, t->native, cpu < 0 ? 0 : cpu, now) ==
-            UINT32_MAX) {
+        uint32_t ti = ps_thread_register(s, t->id, t->ident, t->native, 0, now);
+        int64_t cpu;
+        if (ti == UINT32_MAX) {
             ps_tables_free(s);
             return PS_ERR_MEMORY;
         }
+        cpu = ps_clock_read(&s->tm[ti].clock);
+        s->tm[ti].cpu = cpu < 0 ? 0 : cpu;
     }
     if (ps_names_reserve(s) != 0) {
         ps_tables_free(s);

@@ -44,7 +44,7 @@
  * the head lock) did not change since its last walk, keeps the stack of that
  * walk; when the GIL's switch count did not move either, that is exact.
  * Otherwise its CPU clock, read with exponential back-off (every 1, 2, 4 ...
- * up to 32 ticks while it stays idle), catches a thread that ran and came
+ * up to 128 ticks while it stays idle), catches a thread that ran and came
  * back to the same frame address: a clock that moved means walk again.
  *   - wall mode: such a thread extends its previous sample row (weight +w,
  *     one more sample in the row) instead of appending one;
@@ -60,11 +60,12 @@
 
 #include "platform.h"
 
-#define PS_BACKOFF_MAX 32      /* ticks between clock readings of an idle thread */
+#define PS_BACKOFF_MAX 128     /* ticks between clock readings of an idle thread */
 #define PS_C_CALL_SHARE 0.6    /* clock advance / wall time that means "computing in C" */
 
 /* What the sampler knows of one thread, kept by the timer thread. */
 typedef struct {
+    ps_clock clock;                /* its CPU clock, opened at registration */
     /* thread-state fields at the last walk (the stack "signature") */
     uintptr_t frame, top, chunk, exc;
     unsigned long walk_switches;   /* GIL switch count at the last walk */
@@ -86,7 +87,9 @@ typedef struct {
 
 static inline void ps_tmodel_init(ps_tmodel *m, int64_t baseline_cpu, int64_t now)
 {
+    ps_clock clock = m->clock;  /* opened by the caller */
     memset(m, 0, sizeof(*m));
+    m->clock = clock;
     m->node = -1;
     m->row = -1;
     m->cpu = baseline_cpu;
@@ -159,6 +162,8 @@ typedef struct {
     int64_t last_process;   /* the process CPU clock then */
     int64_t last_own;       /* the sampler's own threads' CPU then */
     int64_t carry;          /* samples weighed more than was spent: absorbed first (<= 0) */
+    int64_t held;           /* not yet recorded: below the noise floor so far */
+    int64_t held_spent;     /* the CPU spent over the periods held */
 } ps_other;
 
 static inline double ps_other_share(const ps_other *o)
@@ -212,6 +217,17 @@ static inline int64_t ps_other_update(ps_other *o, int64_t now, int64_t process,
             out = 0;
         } else {
             o->carry = 0;
+        }
+        /* a noise floor: record it once it is 2% of the CPU spent over the
+         * periods it gathered in (and at least 0.2 ms), so that a program
+         * whose CPU all ran in Python stacks gets no such row for the
+         * microseconds of its thread starts and our pinning steps */
+        o->held += out;
+        o->held_spent += spent;
+        out = 0;
+        if (o->held > 200000 && (double)o->held > 0.02 * (double)o->held_spent) {
+            out = o->held;
+            o->held = o->held_spent = 0;
         }
     }
     o->exact = o->scaled_wall = o->recorded = 0;
