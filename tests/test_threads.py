@@ -244,6 +244,10 @@ def test_ten_thousand_start_stop_cycles_while_threads_churn() -> None:
         finally:
             stop.set()
             for c in churners: c.join()
+        import time
+        deadline = time.monotonic() + 5  # exiting threads leave the list a moment later
+        while len(os.listdir("/proc/self/task")) > tasks_before and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(bad, rss[1], rss[-1], tasks_before, len(os.listdir("/proc/self/task")))
         """,
         timeout=600,

@@ -8,6 +8,8 @@
  * Nothing here touches Python; cross-compile.sh builds the whole extension
  * separately.
  */
+/* as Python.h's pyconfig.h does for the extension (process_vm_readv) */
+#define _GNU_SOURCE 1
 #include "_sampler/platform.h"
 #include "_sampler/saferead.h"
 

@@ -956,6 +956,7 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
     int64_t next;
     (void)arg;
 
+    ps_thread_prefer_on_time();
     next = ps_monotonic_ns() + ps_jittered(s->period_ns, &rng);
     for (;;) {
         int64_t now;

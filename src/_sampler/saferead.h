@@ -17,7 +17,7 @@
  *   Linux      process_vm_readv(getpid(), ...): one call copies one range.
  *              Refused by some sandboxes (seccomp: EPERM or ENOSYS); then
  *              pread() on /proc/self/mem, opened once at start; then none.
- *   macOS      mach_vm_read_overwrite(mach_task_self(), ...).
+ *   macOS      vm_read_overwrite(mach_task_self(), ...) (mach_vm_read_overwrite).
  *   Windows    ReadProcessMemory(GetCurrentProcess(), ...).
  *   others     none: the sampler keeps the GIL-holding path.
  *
@@ -42,9 +42,10 @@
 #  endif
 #  include <windows.h>
 #elif defined(__APPLE__)
-#  include <mach/mach.h>
-#  include <mach/mach_vm.h>
+#  include <mach/mach.h>  /* vm_read_overwrite (mach/vm_map.h) */
 #elif defined(__linux__)
+/* process_vm_readv is a GNU extension: declared when _GNU_SOURCE is set
+ * before the first system header, as Python.h (pyconfig.h) does */
 #  include <errno.h>
 #  include <fcntl.h>
 #  include <sys/types.h>
@@ -98,12 +99,14 @@ static inline int ps_safe_read(void *dst, const void *src, size_t n)
     }
     return -1;
 #elif defined(__APPLE__)
-    mach_vm_size_t got = 0;
+    vm_size_t got = 0;
     if (ps_SR.how != PS_SAFEREAD_VM) {
         return -1;
     }
-    if (mach_vm_read_overwrite(mach_task_self(), (mach_vm_address_t)(uintptr_t)src, (mach_vm_size_t)n,
-                               (mach_vm_address_t)(uintptr_t)dst, &got) != KERN_SUCCESS) {
+    /* vm_read_overwrite: mach_vm_read_overwrite's older name, whose address
+     * types are 64-bit in 64-bit processes (and declared in mach/mach.h) */
+    if (vm_read_overwrite(mach_task_self(), (vm_address_t)(uintptr_t)src, (vm_size_t)n,
+                          (vm_address_t)(uintptr_t)dst, &got) != KERN_SUCCESS) {
         return -1;
     }
     return got == n ? 0 : -1;
