@@ -6,8 +6,10 @@ For each case of tests/threaded.py (Flask's threaded server, waitress, a
 queue worker pool, short-lived threads, threads that compute then block),
 profile it in CPU mode and print: the CPU the program used in the window,
 the CPU in the profile (and their ratio), the share of the profile whose
-leaf is a blocking call, and each CPU-heavy function's share in the profile
-against its share of the real CPU (measured with time.thread_time()).
+leaf line makes a blocking call (against the CPU really spent in such calls
+where the case measures it: waitress's select), and each CPU-heavy
+function's share in the profile against its share of the real CPU
+(measured with time.thread_time()).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-import threaded  # noqa: E402
+import threaded
 
 
 def main() -> None:
@@ -27,7 +29,10 @@ def main() -> None:
     parser.add_argument("--hz", default="100,1000")
     parser.add_argument("--cases", default=",".join(threaded.CASES))
     args = parser.parse_args()
-    print(f"{'case':<19} {'hz':>5} {'real s':>8} {'prof s':>8} {'ratio':>6}  {'block':>6}  shares")
+    print(
+        f"{'case':<19} {'hz':>5} {'real s':>8} {'prof s':>8} {'ratio':>6}  "
+        f"{'block/truth':>11}  shares (profile/truth)"
+    )
     for name in args.cases.split(","):
         for hz in (int(h) for h in args.hz.split(",")):
             print(threaded.run_case(name, hz, args.seconds).row(), flush=True)

@@ -22,8 +22,8 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-import pysampler  # noqa: E402
-from workloads import spin_cpu  # noqa: E402
+import pysampler
+from workloads import spin_cpu
 
 ROW_BYTES = 36  # stack, thread, count (int32) + time, cpu, wall (int64)
 
@@ -74,8 +74,14 @@ def chart(results: list[dict[str, float]], path: str) -> None:
         xs = [r["threads"] for r in rows]
         a.plot(xs, [100 * r["cpu_share_of_wall"] for r in rows], "o-", label=f"{mode} mode")
         b.plot(xs, [r["mib_per_minute"] for r in rows], "o-", label=f"{mode} mode")
-    a.set(xlabel="idle threads (30 frames deep)", ylabel="sampler CPU, % of wall time", title="cost at 1 kHz")
-    b.set(xlabel="idle threads (30 frames deep)", ylabel="MiB per minute", title="sample table growth")
+    a.set(
+        xlabel="idle threads (30 frames deep)",
+        ylabel="sampler CPU, % of wall time",
+        title="cost at 1 kHz",
+    )
+    b.set(
+        xlabel="idle threads (30 frames deep)", ylabel="MiB per minute", title="sample table growth"
+    )
     for ax in (a, b):
         ax.legend()
         ax.grid(alpha=0.3)
@@ -92,7 +98,10 @@ def main() -> None:
     args = parser.parse_args()
     sys.setrecursionlimit(5000)
     results = []
-    print(f"{'mode':<5} {'threads':>7} {'us/event':>9} {'cpu us/ev':>9} {'% wall':>7} {'cpu %':>6} {'rows':>8} {'MiB/min':>8}")
+    print(
+        f"{'mode':<5} {'threads':>7} {'us/event':>9} {'cpu us/ev':>9} {'% wall':>7} "
+        f"{'cpu %':>6} {'rows':>8} {'MiB/min':>8}"
+    )
     for mode in ("cpu", "wall"):
         for n in (int(c) for c in args.counts.split(",")):
             r = measure(n, mode, args.hz, args.seconds)

@@ -50,6 +50,7 @@ PEER_PACKAGES = (
     "pyinstrument",
     "yappi",
     "ddtrace",
+    "pyroscope-io",
 )
 
 

@@ -88,7 +88,8 @@ def main() -> None:
             m = case(hz, mode, fn, others)
             ev = max(1, m.sampling_events)
             print(
-                f"{name:<40} {hz:>5} {m.hz_delivered:>9.1f} {m.sampling_events / max(1, m.ticks):>7.1%} "
+                f"{name:<40} {hz:>5} {m.hz_delivered:>9.1f} "
+                f"{m.sampling_events / max(1, m.ticks):>7.1%} "
                 f"{m.served_in_place:>8} {m.served_by_timer:>6} {m.sampling_ns / ev / 1e3:>8.2f} "
                 f"{m.sampler_cpu_ns / ev / 1e3:>9.2f}",
                 flush=True,

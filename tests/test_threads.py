@@ -52,9 +52,10 @@ def test_busy_workers_with_main_in_join_get_every_tick(n: int, hz: int) -> None:
 
 @needs_reader
 def test_busy_main_thread_and_busy_workers_get_every_tick() -> None:
-    with running_threads({f"busy-{i}": _spin_until for i in range(3)}), pysampler.profile(
-        hz=1000, mode="cpu"
-    ) as p:
+    with (
+        running_threads({f"busy-{i}": _spin_until for i in range(3)}),
+        pysampler.profile(hz=1000, mode="cpu") as p,
+    ):
         spin_cpu(0.4)
     m = p.profile.metadata
     assert m.sampling_events >= 0.9 * m.ticks, m
@@ -80,8 +81,9 @@ def test_cpu_goes_where_it_was_spent(case: str) -> None:
     # each CPU-heavy function gets its measured share
     for prof_share, truth in out.shares.values():
         assert abs(prof_share - truth) <= 0.05, report
-    # and blocking calls (select, waits, sleeps, socket writes) almost nothing
-    assert out.blocking < 0.05, report
+    # and blocking calls (select, waits, sleeps, socket writes) almost
+    # nothing: what they really used (waitress's select) plus 5 points
+    assert out.blocking < 0.05 + out.blocking_truth, report
 
 
 @needs_reader
@@ -204,7 +206,11 @@ def test_idle_threads_extend_their_rows_in_wall_mode() -> None:
             stop.set()
     prof = p.profile
     ticks = prof.metadata.sampling_events
-    idle_rows = [i for i in range(prof.sample_count) if prof.threads[int(prof.thread[i])].name.startswith("idle-")]
+    idle_rows = [
+        i
+        for i in range(prof.sample_count)
+        if prof.threads[int(prof.thread[i])].name.startswith("idle-")
+    ]
     # one row (or a few) per idle thread, not one per thread per tick
     assert len(idle_rows) <= 3 * 50, (len(idle_rows), ticks)
     # yet every thread still gets the whole wall time
@@ -259,12 +265,17 @@ def test_ten_thousand_start_stop_cycles_while_threads_churn() -> None:
 
 
 def _embedding_flags() -> list[str] | None:
-    config = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}-config"
+    config = (
+        Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}-config"
+    )
     cc = shutil.which("cc") or shutil.which("gcc")
     if not config.exists() or cc is None or sys.platform == "win32":
         return None
     flags = subprocess.run(
-        [str(config), "--cflags", "--ldflags", "--embed"], capture_output=True, text=True, check=False
+        [str(config), "--cflags", "--ldflags", "--embed"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return [cc, *flags.stdout.split()] if flags.returncode == 0 else None
 
@@ -329,8 +340,9 @@ def test_no_sampler_outlives_an_embedded_interpreter(tmp_path: Path) -> None:
     libdir = sysconfig.get_config_var("LIBDIR")
     if libdir:
         env["LD_LIBRARY_PATH"] = libdir + os.pathsep + env.get("LD_LIBRARY_PATH", "")
-    proc = subprocess.run([str(exe), EMBED_PY], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [str(exe), EMBED_PY], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     assert "refused: the interpreter is shutting down" in proc.stdout
     assert "second interpreter ran" in proc.stdout and "round 1 done" in proc.stdout
-

@@ -707,6 +707,11 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
             break;
         }
     }
+    if (holder != 0 && (n == 0 || s->snap[0].ts != holder) && s->mode == PS_MODE_CPU) {
+        /* the GIL is held by a thread with no frame yet (starting in C):
+         * sampled wall without a sample (see the holder branch below) */
+        s->other.scaled_wall += w;
+    }
 
     for (k = 0; k < n; k++) {
         const ps_tsnap *t = &s->snap[k];
@@ -761,19 +766,24 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                     ps_tmodel_read(m, clock, now, gil.switches, 1);
                 }
                 ps_tmodel_schedule(m, s->tick_no, 1);
-                if (node == -2) {
-                    s->dropped_samples++;
+                clean = was_holder && !switched && t->ts == s->prev_holder;
+                if (node < 0) {
+                    /* a holder with no Python frame (starting or ending in C)
+                     * or a stack that could not be read: its time still
+                     * counts as sampled wall, so that the calibration does
+                     * not hand it to other samples (it goes to "outside") */
+                    if (!clean) {
+                        s->other.scaled_wall += w;
+                    }
+                    if (node == -2) {
+                        s->dropped_samples++;
+                    }
                     m->node = -1;
                     continue;
                 }
                 m->frame = t->frame; m->top = t->top; m->chunk = t->chunk; m->exc = t->exc;
                 m->walk_switches = gil.switches;
-                if (node < 0) {
-                    m->node = -1;
-                    continue;
-                }
                 m->node = (int32_t)node;
-                clean = was_holder && !switched && t->ts == s->prev_holder;
                 weight = ps_holder_weight(&s->other, w, d, clean);
                 if (weight > 0) {
                     ps_reader_record(s, ti, m, (int32_t)node, now, weight, w, 0);

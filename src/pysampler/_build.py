@@ -66,9 +66,7 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
     duration = max(0.0, (raw["stop_ns"] - raw["start_ns"]) / 1e9)
     # served by a program thread (GIL path), the fallback thread (GIL path)
     # or the timer itself (reader path)
-    events = int(
-        stats["served_pending"] + stats["served_fallback"] + stats.get("served_reader", 0)
-    )
+    events = int(stats["served_pending"] + stats["served_fallback"] + stats.get("served_reader", 0))
     meta = Metadata(
         mode=raw["mode"],
         hz_requested=float(hz),
