@@ -626,14 +626,14 @@ static void ps_reader_record(ps_sampler *s, uint32_t ti, ps_tmodel *m, int32_t n
 
 /* CPU mode: record the CPU no sample took since the last call (cpu.h,
  * ps_other) as a row of the "other CPU" pseudo-thread. */
-static void ps_record_other(ps_sampler *s, int64_t now, int64_t w)
+static void ps_record_other(ps_sampler *s, int64_t now, int64_t w, int last)
 {
     int64_t own = ps_self_cpu_ns(), fb, rest;
     uint32_t ti;
     int added;
     fb = ps_thread_cpu_ns(s->fallback_ident, s->fallback_native);
     rest = ps_other_update(&s->other, now, ps_process_cpu_ns(),
-                           own < 0 ? -1 : own + (fb < 0 ? 0 : fb));
+                           own < 0 ? -1 : own + (fb < 0 ? 0 : fb), last);
     if (rest <= 0) {
         return;
     }
@@ -866,11 +866,13 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
             m->node = -1;
             continue;
         }
-        ps_reader_record(s, ti, m, (int32_t)node, now, 0, w, 1);
+        /* a walked stack gets a row of its own (timelines keep the time of
+         * each sample); only a stack known unchanged extends its row */
+        ps_reader_record(s, ti, m, (int32_t)node, now, 0, w, 0);
         m->node = (int32_t)node;
     }
     if (s->mode == PS_MODE_CPU && now - s->other.last_read_ns >= PS_OTHER_NS) {
-        ps_record_other(s, now, w);
+        ps_record_other(s, now, w, 0);
     }
     s->prev_switches = gil.switches;
     s->prev_holder = holder;
@@ -998,7 +1000,7 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
 #ifdef PS_HAVE_READER
     if (s->mech == PS_MECH_READER && s->mode == PS_MODE_CPU) {
         int64_t t = ps_monotonic_ns();
-        ps_record_other(s, t, t - s->last_sample_ns);  /* the last partial period */
+        ps_record_other(s, t, t - s->last_sample_ns, 1);  /* the last partial period */
         ps_net_out_overshoot(s);
     }
 #endif

@@ -164,6 +164,7 @@ typedef struct {
     int64_t carry;          /* samples weighed more than was spent: absorbed first (<= 0) */
     int64_t held;           /* not yet recorded: below the noise floor so far */
     int64_t held_spent;     /* the CPU spent over the periods held */
+    int64_t session_spent;  /* the CPU spent since the session started */
 } ps_other;
 
 static inline double ps_other_share(const ps_other *o)
@@ -200,7 +201,8 @@ static inline void ps_other_exact(ps_other *o, int64_t cpu)
 
 /* Every PS_OTHER_NS: update the share, and return the CPU to record as
  * "outside sampled stacks" for the period ending now (0 if none). */
-static inline int64_t ps_other_update(ps_other *o, int64_t now, int64_t process, int64_t own)
+static inline int64_t ps_other_update(ps_other *o, int64_t now, int64_t process, int64_t own,
+                                      int last)
 {
     int64_t out = 0;
     if (process < 0 || own < 0) {
@@ -224,8 +226,12 @@ static inline int64_t ps_other_update(ps_other *o, int64_t now, int64_t process,
          * microseconds of its thread starts and our pinning steps */
         o->held += out;
         o->held_spent += spent;
+        o->session_spent += spent;
         out = 0;
-        if (o->held > 200000 && (double)o->held > 0.02 * (double)o->held_spent) {
+        /* the last call, at stop, covers the few milliseconds since the
+         * last tick, which no sample took: held to the session's total */
+        if (o->held > 200000 &&
+            (double)o->held > 0.02 * (double)(last ? o->session_spent : o->held_spent)) {
             out = o->held;
             o->held = o->held_spent = 0;
         }
