@@ -624,6 +624,22 @@ static void ps_reader_record(ps_sampler *s, uint32_t ti, ps_tmodel *m, int32_t n
     }
 }
 
+/* After walking a thread: its stack (-1: none or unreadable) and the
+ * thread-state fields it was read with, to tell later whether it changed. */
+static inline void ps_note_walk(ps_tmodel *m, const ps_tsnap *t, unsigned long switches,
+                                int64_t node)
+{
+    m->node = node >= 0 ? (int32_t)node : -1;
+    if (node == -2) {
+        return;  /* unreadable: walk again next time */
+    }
+    m->frame = t->frame;
+    m->top = t->top;
+    m->chunk = t->chunk;
+    m->exc = t->exc;
+    m->walk_switches = switches;
+}
+
 /* CPU mode: record the CPU no sample took since the last call (cpu.h,
  * ps_other) as a row of the "other CPU" pseudo-thread. */
 static void ps_record_other(ps_sampler *s, int64_t now, int64_t w, int last)
@@ -778,12 +794,10 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                     if (node == -2) {
                         s->dropped_samples++;
                     }
-                    m->node = -1;
+                    ps_note_walk(m, t, gil.switches, node);
                     continue;
                 }
-                m->frame = t->frame; m->top = t->top; m->chunk = t->chunk; m->exc = t->exc;
-                m->walk_switches = gil.switches;
-                m->node = (int32_t)node;
+                ps_note_walk(m, t, gil.switches, node);
                 weight = ps_holder_weight(&s->other, w, d, clean);
                 if (weight > 0) {
                     ps_reader_record(s, ti, m, (int32_t)node, now, weight, w, 0);
@@ -826,9 +840,7 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
                 m->leaf_code = lc;
                 m->leaf_instr = li;
                 if (node >= 0) {
-                    m->node = (int32_t)node;
-                    m->frame = t->frame; m->top = t->top; m->chunk = t->chunk; m->exc = t->exc;
-                    m->walk_switches = gil.switches;
+                    ps_note_walk(m, t, gil.switches, node);
                 }
             }
             continue;
@@ -855,21 +867,14 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
             continue;
         }
         node = ps_reader_stack(s, t, &new_code, NULL, NULL);
-        if (node == -2) {
-            s->dropped_samples++;
-            m->node = -1;
-            continue;
-        }
-        m->frame = t->frame; m->top = t->top; m->chunk = t->chunk; m->exc = t->exc;
-        m->walk_switches = gil.switches;
+        ps_note_walk(m, t, gil.switches, node);
         if (node < 0) {
-            m->node = -1;
+            s->dropped_samples += node == -2;
             continue;
         }
         /* a walked stack gets a row of its own (timelines keep the time of
          * each sample); only a stack known unchanged extends its row */
         ps_reader_record(s, ti, m, (int32_t)node, now, 0, w, 0);
-        m->node = (int32_t)node;
     }
     if (s->mode == PS_MODE_CPU && now - s->other.last_read_ns >= PS_OTHER_NS) {
         ps_record_other(s, now, w, 0);
