@@ -355,7 +355,9 @@ static inline uintptr_t ps_raw_instr(const struct _PyInterpreterFrame *f)
  * part of the chain, never of the profile. */
 static inline int ps_raw_shim(int owner)
 {
-#  if PY_VERSION_HEX >= 0x030F0000
+#  if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14: FRAME_OWNED_BY_INTERPRETER (3) and FRAME_OWNED_BY_CSTACK (4);
+     * 3.15: CSTACK is gone, INTERPRETER is the highest owner */
     return owner >= FRAME_OWNED_BY_INTERPRETER;
 #  elif PY_VERSION_HEX >= 0x030C0000
     return owner >= FRAME_OWNED_BY_CSTACK;
@@ -367,8 +369,10 @@ static inline int ps_raw_shim(int owner)
 
 static inline int ps_raw_owner_ok(int owner)
 {
-#  if PY_VERSION_HEX >= 0x030E0000
+#  if PY_VERSION_HEX >= 0x030F0000
     return owner >= 0 && owner <= FRAME_OWNED_BY_INTERPRETER;
+#  elif PY_VERSION_HEX >= 0x030E0000
+    return owner >= 0 && owner <= FRAME_OWNED_BY_CSTACK;
 #  elif PY_VERSION_HEX >= 0x030C0000
     return owner >= 0 && owner <= FRAME_OWNED_BY_CSTACK;
 #  else
