@@ -39,6 +39,7 @@ int platform_check(unsigned long ident, unsigned long native_id)
         ps_clock_close(&clock);
     }
     cpu += ps_process_cpu_ns() + ps_self_cpu_ns();
+    ps_thread_prefer_on_time();
     if (ps_saferead_init() != PS_SAFEREAD_NONE) {
         (void)ps_safe_read(&copy, &seed, sizeof(copy));
     }
