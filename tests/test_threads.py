@@ -103,6 +103,7 @@ def test_thread_that_only_sleeps_records_nothing_in_cpu_mode() -> None:
         stop.wait()  # blocked the whole session: no CPU at all
 
     with running_threads({"sleeper": lambda s: sleeper()}):
+        time.sleep(0.05)  # it is blocked before the session starts
         try:
             with pysampler.profile(hz=1000, mode="cpu") as p:
                 spin_cpu(0.3)
