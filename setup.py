@@ -1,7 +1,10 @@
-"""Build of the native core: src/_sampler.pyx becomes pysampler._sampler.
+"""Build of the native parts: src/_sampler.pyx becomes pysampler._sampler
+(the sampler), src/_columns.pyx becomes pysampler._columns (the loops over
+a profile's rows that building and writing it needs).
 
-The extension is named explicitly because its source sits outside the
-package directory, beside the C headers it includes (src/_sampler/*.h).
+The extensions are named explicitly because their sources sit outside the
+package directory, the sampler's beside the C headers it includes
+(src/_sampler/*.h).
 """
 
 import os
@@ -34,9 +37,14 @@ extension = Extension(
         "src/_sampler/heap.h",
         "src/_sampler/tasks.h",
     ],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=extra_compile_args,
     libraries=libraries,
+)
+
+columns = Extension(
+    "pysampler._columns",
+    sources=["src/_columns.pyx"],
+    extra_compile_args=extra_compile_args,
 )
 
 #: Start-up hook for ``PYSAMPLER_PORT=9119 python app.py``: site.py runs this
@@ -65,6 +73,6 @@ class build_py_with_hook(build_py):
 
 
 setup(
-    ext_modules=cythonize([extension], language_level=3),
+    ext_modules=cythonize([extension, columns], language_level=3),
     cmdclass={"build_py": build_py_with_hook},
 )

@@ -9,9 +9,18 @@ sampler itself; see core.h for how a sample is taken.
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython cimport array
 from cpython.object cimport PyObject
 
-import numpy as np
+import array
+
+# Columns leave as array.array ('i': int32, 'q': int64), copied with one
+# memcpy each: no numpy in the profiled process (Profile makes numpy views
+# of them only when the analysis API asks).
+cdef array.array _INT32 = array.array("i")
+cdef array.array _INT64 = array.array("q")
+if _INT32.itemsize != 4:
+    raise ImportError("pysampler needs a 4-byte C int")
 
 
 cdef extern from "_sampler/core.h" nogil:
@@ -214,19 +223,17 @@ def monotonic_ns():
     return ps_monotonic_ns()
 
 
-cdef object _copy_int32(int32_t *src, size_t n):
-    arr = np.empty(n, dtype=np.int32)
-    cdef int32_t[::1] view = arr
+cdef array.array _copy_int32(const void *src, size_t n):
+    cdef array.array arr = array.clone(_INT32, n, False)
     if n:
-        memcpy(&view[0], src, n * sizeof(int32_t))
+        memcpy(arr.data.as_voidptr, src, n * sizeof(int32_t))
     return arr
 
 
-cdef object _copy_int64(int64_t *src, size_t n):
-    arr = np.empty(n, dtype=np.int64)
-    cdef int64_t[::1] view = arr
+cdef array.array _copy_int64(const void *src, size_t n):
+    cdef array.array arr = array.clone(_INT64, n, False)
     if n:
-        memcpy(&view[0], src, n * sizeof(int64_t))
+        memcpy(arr.data.as_voidptr, src, n * sizeof(int64_t))
     return arr
 
 
@@ -256,13 +263,11 @@ cdef object _raw_tables():
         else:
             frames.append((<object>code, ps_code_line(code, offset)))
 
-    parent = np.empty(s.nodes.count, dtype=np.int32)
-    frame = np.empty(s.nodes.count, dtype=np.int32)
-    cdef int32_t[::1] pv = parent
-    cdef int32_t[::1] fv = frame
+    cdef array.array parent = array.clone(_INT32, s.nodes.count, False)
+    cdef array.array frame = array.clone(_INT32, s.nodes.count, False)
     for i in range(s.nodes.count):
-        pv[i] = <int32_t>(<int64_t>s.nodes.key_a[i] - 1)
-        fv[i] = <int32_t>s.nodes.key_b[i]
+        parent.data.as_ints[i] = <int32_t>(<int64_t>s.nodes.key_a[i] - 1)
+        frame.data.as_ints[i] = <int32_t>s.nodes.key_b[i]
 
     threads = []
     for i in range(ps_chunked_count(&s.tinfo)):
@@ -407,20 +412,13 @@ def heap_after_fork_child():
     ps_heap_after_fork_child()
 
 
-cdef object _copy_u64_as_int64(uint64_t *src, size_t n):
-    arr = np.empty(n, dtype=np.int64)
-    cdef int64_t[::1] view = arr
-    if n:
-        memcpy(&view[0], src, n * sizeof(int64_t))
-    return arr
-
-
 cdef object _heap_tables():
     cdef ps_heap_copy c
     cdef uint32_t i
     cdef int was_busy = ps_H.busy
     cdef PyObject *code
     cdef int key
+    cdef array.array parent, frame, alloc_node, live_node
     # our own allocations while we copy and build are not the program's
     ps_H.busy = 1
     try:
@@ -436,24 +434,29 @@ cdef object _heap_tables():
                     frames.append((None, -1 if key == PS_HEAP_NATIVE_CODE else 0))
                 else:
                     frames.append((<object>code, ps_code_line(code, key)))
-            parent = np.empty(c.nnodes, dtype=np.int32)
-            frame = np.empty(c.nnodes, dtype=np.int32)
+            parent = array.clone(_INT32, c.nnodes, False)
+            frame = array.clone(_INT32, c.nnodes, False)
             for i in range(c.nnodes):
-                parent[i] = <int32_t>(<int64_t>c.node_parent[i] - 1)
-                frame[i] = <int32_t>c.node_frame[i]
-            live_node = np.empty(c.nlive, dtype=np.int32)
-            if c.nlive:
-                live_node[:] = <uint32_t[:c.nlive]>c.live_node
+                parent.data.as_ints[i] = <int32_t>(<int64_t>c.node_parent[i] - 1)
+                frame.data.as_ints[i] = <int32_t>c.node_frame[i]
+            alloc_node = array.clone(_INT32, c.nallocs, False)
+            for i in range(c.nallocs):
+                alloc_node.data.as_ints[i] = <int32_t>c.alloc_node[i]
+            live_node = array.clone(_INT32, c.nlive, False)
+            for i in range(c.nlive):
+                live_node.data.as_ints[i] = <int32_t>c.live_node[i]
+            # sizes, counts and ordinals are far below 2**63: the uint64
+            # columns copy as int64 unchanged
             raw = {
                 "frames": frames,
                 "node_parent": parent,
                 "node_frame": frame,
-                "alloc_node": _copy_u64_as_int64(c.alloc_node, c.nallocs).astype(np.int32),
-                "alloc_size": _copy_u64_as_int64(c.alloc_size, c.nallocs),
-                "alloc_count": _copy_u64_as_int64(c.alloc_count, c.nallocs),
+                "alloc_node": alloc_node,
+                "alloc_size": _copy_int64(c.alloc_size, c.nallocs),
+                "alloc_count": _copy_int64(c.alloc_count, c.nallocs),
                 "live_node": live_node,
-                "live_size": _copy_u64_as_int64(c.live_size, c.nlive),
-                "live_ordinal": _copy_u64_as_int64(c.live_ordinal, c.nlive),
+                "live_size": _copy_int64(c.live_size, c.nlive),
+                "live_ordinal": _copy_int64(c.live_ordinal, c.nlive),
                 "sample_bytes": ps_H.rate,
                 "max_depth": ps_H.max_depth,
                 "start_ns": ps_H.start_ns,

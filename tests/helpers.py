@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,23 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def endpoint_url(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The address a process's start-up hook printed on its stderr (it does
+    so for PYSAMPLER_PORT=0)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(0.5):
+                line = proc.stderr.readline()
+                match = re.search(r"profiling endpoint on (http://\S+)", line)
+                if match:
+                    return match.group(1)
+                assert line, f"the process exited: {proc.communicate(timeout=60)}"
+    raise AssertionError("the endpoint did not start")
 
 
 GO = shutil.which("go")

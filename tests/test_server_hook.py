@@ -7,7 +7,6 @@ import collections
 import json
 import os
 import re
-import selectors
 import shutil
 import site
 import socket
@@ -71,19 +70,8 @@ class App:
 
     def wait_for_url(self, timeout: float = 30) -> str:
         """The address the hook printed (it does so for PYSAMPLER_PORT=0)."""
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if sel.select(0.5):
-                    line = self.proc.stderr.readline()
-                    match = re.search(r"profiling endpoint on (http://\S+)", line)
-                    if match:
-                        self.url = match.group(1)
-                        return self.url
-                    assert line, f"the app exited: {self.finish()}"
-        raise AssertionError("the endpoint did not start")
+        self.url = helpers.endpoint_url(self.proc, timeout)
+        return self.url
 
     def finish(self, timeout: float = 60) -> tuple[int, str, str]:
         try:

@@ -13,14 +13,19 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from pysampler import _asyncio, _sampler
-from pysampler._build import build_profile
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
-from pysampler.profile import Profile
+
+# typing and the Profile's modules are for annotations only here: a program
+# that imports pysampler without profiling does not load them
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from pysampler.profile import Profile
 
 MODES = ("cpu", "wall")
 MIN_HZ = 1
@@ -129,6 +134,8 @@ def stop() -> Profile:
             raw = _sampler.stop()
         except _sampler.NotRunning:
             raise ProfilerNotRunning("no profiling session is running") from None
+    from pysampler._build import build_profile
+
     return build_profile(raw, session["hz"], session["start_unix"])
 
 

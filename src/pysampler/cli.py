@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import array
 import builtins
 import importlib.machinery
 import importlib.util
@@ -24,10 +25,8 @@ import types
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import numpy as np
-
 import pysampler
-from pysampler import _asyncio, _control, formats
+from pysampler import _asyncio, _columns, _control, formats
 from pysampler.heap_profile import VIEWS, HeapProfile
 from pysampler.profile import Profile
 
@@ -329,30 +328,29 @@ def _strip_launcher(profile: Profile, launcher_files: set[str]) -> Profile:
     if not strip:
         return profile
     nodes: dict[tuple[int, int], int] = {}
-    new_id = np.empty(len(profile.stack_parent), dtype=np.int32)
-    in_prefix = np.zeros(len(profile.stack_parent), dtype=bool)
-    for node, (parent, frame) in enumerate(
-        zip(profile.stack_parent.tolist(), profile.stack_frame.tolist())
-    ):
+    new_id = array.array("i")
+    in_prefix: list[bool] = []
+    for parent, frame in zip(profile.column("stack_parent"), profile.column("stack_frame")):
         prefix = frame in strip and (parent < 0 or in_prefix[parent])
-        in_prefix[node] = prefix
+        in_prefix.append(prefix)
         if prefix:
             # a sample taken in launcher code alone keeps its innermost frame
-            new_id[node] = nodes.setdefault((-1, frame), len(nodes))
+            new_id.append(nodes.setdefault((-1, frame), len(nodes)))
         else:
-            new_parent = -1 if parent < 0 or in_prefix[parent] else int(new_id[parent])
-            new_id[node] = nodes.setdefault((new_parent, frame), len(nodes))
+            new_parent = -1 if parent < 0 or in_prefix[parent] else new_id[parent]
+            new_id.append(nodes.setdefault((new_parent, frame), len(nodes)))
     return Profile(
         frames=profile.frames,
         stack_parent=[k[0] for k in nodes],
         stack_frame=[k[1] for k in nodes],
-        stack=new_id[profile.stack] if profile.sample_count else profile.stack,
-        thread=profile.thread,
-        time_ns=profile.time_ns,
-        cpu_ns=profile.cpu_ns,
-        wall_ns=profile.wall_ns,
+        stack=_columns.take(new_id, profile.column("stack")),
+        thread=profile.column("thread"),
+        time_ns=profile.column("time_ns"),
+        cpu_ns=profile.column("cpu_ns"),
+        wall_ns=profile.column("wall_ns"),
         threads=profile.threads,
         metadata=profile.metadata,
+        count=profile.column("count"),
     )
 
 
@@ -493,24 +491,26 @@ def _without_thread(profile: Profile, ident: int | None) -> Profile:
     ours = [i for i, t in enumerate(profile.threads) if t.ident == ident]
     if not ours:
         return profile
-    keep = profile.thread != ours[0]
-    if keep.all():
+    drop = ours[0]
+    thread = profile.column("thread")
+    keep = array.array("q", [i for i, t in enumerate(thread) if t != drop])
+    if len(keep) == len(thread):
         return profile
     # renumber thread indexes past the removed one
-    thread = profile.thread[keep]
-    thread = thread - (thread > ours[0])
-    threads = [t for i, t in enumerate(profile.threads) if i != ours[0]]
+    kept_thread = array.array("i", [t - (t > drop) for t in _columns.take(thread, keep)])
+    threads = [t for i, t in enumerate(profile.threads) if i != drop]
     return Profile(
         frames=profile.frames,
-        stack_parent=profile.stack_parent,
-        stack_frame=profile.stack_frame,
-        stack=profile.stack[keep],
-        thread=thread,
-        time_ns=profile.time_ns[keep],
-        cpu_ns=profile.cpu_ns[keep],
-        wall_ns=profile.wall_ns[keep],
+        stack_parent=profile.column("stack_parent"),
+        stack_frame=profile.column("stack_frame"),
+        stack=_columns.take(profile.column("stack"), keep),
+        thread=kept_thread,
+        time_ns=_columns.take(profile.column("time_ns"), keep),
+        cpu_ns=_columns.take(profile.column("cpu_ns"), keep),
+        wall_ns=_columns.take(profile.column("wall_ns"), keep),
         threads=threads,
         metadata=profile.metadata,
+        count=_columns.take(profile.column("count"), keep),
     )
 
 

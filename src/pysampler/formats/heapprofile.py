@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from pysampler.heap_profile import HeapMetadata, HeapProfile
 from pysampler.profile import Frame
 
@@ -94,14 +92,18 @@ def write_heap(profile: HeapProfile) -> bytes:
         tree_of_stack[stack_node] = parent
         return parent
 
-    counts = profile.counts
-    sample_size = np.rint(profile.size * profile.weight).astype(np.int64)
     samples: list[dict[str, int]] = []
     ordinal = 0
-    for row in np.flatnonzero(counts).tolist():
-        idx = tree_node(int(profile.stack[row]))
-        size = int(sample_size[row])
-        n = int(counts[row])
+    for node, n, block, weight in zip(
+        profile.column("stack"),
+        profile.column("counts"),
+        profile.column("size"),
+        profile.estimate("weight"),
+    ):
+        if not n:
+            continue
+        idx = tree_node(node)
+        size = round(block * weight)
         nodes[idx]["selfSize"] += size * n
         node_id = idx + 1
         for _ in range(n):

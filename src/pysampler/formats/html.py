@@ -16,13 +16,14 @@ the view shown, bytes by default).
 
 from __future__ import annotations
 
+import array
 import datetime
 import html
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pysampler import _columns
 
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
@@ -155,19 +156,14 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
             tree_of_stack[stack_node] = found
         return found
 
-    leaf = np.array([tree_node(int(s)) for s in profile.stack.tolist()], dtype=np.int64)
+    leaf = array.array("q", [tree_node(s) for s in profile.column("stack")])
     n = len(parent)
     # each node's own share, then added up the tree (a parent's id is smaller)
-    columns = {
-        "inuse_space": (profile.inuse_space, profile.inuse_count),
-        "inuse_objects": (profile.inuse_objects, profile.inuse_count),
-        "alloc_space": (profile.alloc_space, profile.alloc_count),
-        "alloc_objects": (profile.alloc_objects, profile.alloc_count),
-    }
-    totals: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
-    for name, (values, counts) in columns.items():
-        val = np.bincount(leaf, weights=values, minlength=n) if len(leaf) else np.zeros(n)
-        cnt = np.bincount(leaf, weights=counts, minlength=n) if len(leaf) else np.zeros(n)
+    totals: dict[str, tuple[list[float], list[int]]] = {}
+    for name in HEAP_VIEWS:
+        counts = profile.column("inuse_count" if name.startswith("inuse") else "alloc_count")
+        val = _columns.bincount(leaf, profile.estimate(name), n).tolist()
+        cnt = _columns.bincount(leaf, counts, n).tolist()
         for node in range(n - 1, 0, -1):
             val[parent[node]] += val[node]
             cnt[parent[node]] += cnt[node]
@@ -185,8 +181,8 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
     new = {old: i for i, old in enumerate(order)}
     views = {
         name: {
-            "value": np.rint(val[order]).astype(np.int64).tolist(),
-            "samples": np.rint(cnt[order]).astype(np.int64).tolist(),
+            "value": [round(val[o]) for o in order],
+            "samples": [cnt[o] for o in order],
         }
         for name, (val, cnt) in totals.items()
     }

@@ -17,12 +17,11 @@ Layout of what we write:
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from pysampler.formats._protobuf import Message, fields, unpack
 from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
@@ -353,6 +352,7 @@ def read(data: bytes) -> Profile | HeapProfile:
     rows_stack: list[int] = []
     rows_thread: list[int] = []
     rows_value: list[int] = []
+    rows_count: list[int] = []
     for locs, vals, labels in d.samples:
         if index >= len(vals):
             continue
@@ -375,21 +375,18 @@ def read(data: bytes) -> Profile | HeapProfile:
             node = nodes.setdefault(
                 (-1, frames.setdefault(Frame("(unknown)", "", 0, 0), len(frames))), len(nodes)
             )
-        # one row per counted sample keeps sample counts; the value is split
-        # evenly (remainder on the first rows) so totals stay exact
-        n = max(1, n)
-        share, extra = divmod(max(0, value), n)
-        rows_stack += [node] * n
-        rows_thread += [thread] * n
-        rows_value += [share + 1] * extra + [share] * (n - extra)
+        # one row per pprof sample, standing for its count of samples
+        rows_stack.append(node)
+        rows_thread.append(thread)
+        rows_value.append(max(0, value))
+        rows_count.append(max(1, n))
 
-    value_arr = np.asarray(rows_value, dtype=np.int64)
     start_ns = d.time_nanos
-    time_ns = (
-        start_ns + np.concatenate(([0], np.cumsum(value_arr)[:-1])) if len(value_arr) else value_arr
-    )
+    # no timestamps in pprof: rows are laid end to end from the start
+    time_ns = list(itertools.accumulate(rows_value[:-1], initial=start_ns))[: len(rows_value)]
+    total = sum(rows_value)
     info = _comment_facts(d)
-    duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else float(value_arr.sum()) / 1e9
+    duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else total / 1e9
     hz = float(info.get("hz", 1e9 / period_ns if period_ns else 0.0))
     thread_list = []
     for i, (ident, name) in enumerate(threads):
@@ -412,10 +409,11 @@ def read(data: bytes) -> Profile | HeapProfile:
         stack=rows_stack,
         thread=rows_thread,
         time_ns=time_ns,
-        cpu_ns=value_arr if meta.mode == "cpu" else np.zeros_like(value_arr),
-        wall_ns=value_arr,
+        cpu_ns=rows_value if meta.mode == "cpu" else [0] * len(rows_value),
+        wall_ns=rows_value,
         threads=thread_list,
         metadata=meta,
+        count=rows_count,
     )
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from pysampler.formats._protobuf import Message
 from pysampler.formats.pprof import (
     Strings,
@@ -52,29 +50,25 @@ def write_heap(profile: HeapProfile) -> bytes:
     for type_, unit in SAMPLE_TYPES:
         out.sub(1, Message().uint(1, strings(type_)).uint(2, strings(unit)))
 
-    columns = np.rint(
-        np.column_stack(
-            [
-                profile.alloc_objects,
-                profile.alloc_space,
-                profile.inuse_objects,
-                profile.inuse_space,
-            ]
+    columns = zip(
+        *(
+            profile.estimate(name)
+            for name in ("alloc_objects", "alloc_space", "inuse_objects", "inuse_space")
         )
-    ).astype(np.int64)
+    )
     bytes_key = strings("bytes")
     paths: dict[int, list[int]] = {}
-    for row in range(len(profile.stack)):
-        if not columns[row].any():
+    for node, size, estimates in zip(profile.column("stack"), profile.column("size"), columns):
+        values = [round(v) for v in estimates]
+        if not any(values):
             continue
-        node = int(profile.stack[row])
         if node not in paths:
             paths[node] = profile.stack_of(node)
         sample = Message()
         # location ids are frame ids + 1, listed leaf first
         sample.packed(1, (f + 1 for f in reversed(paths[node])))
-        sample.packed(2, columns[row].tolist())
-        sample.sub(3, Message().uint(1, bytes_key).uint(3, int(profile.size[row])))
+        sample.packed(2, values)
+        sample.sub(3, Message().uint(1, bytes_key).uint(3, size))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pysampler import _columns
 
 if TYPE_CHECKING:
     from pysampler.profile import Profile
@@ -50,27 +50,29 @@ def write(profile: Profile) -> bytes:
 
     profiles = []
     weights_of = []
-    values = profile.values
-    order = np.lexsort((profile.time_ns, profile.thread))  # by thread, then time
-    thread_sorted = profile.thread[order]
-    bounds = np.searchsorted(thread_sorted, np.arange(len(profile.threads) + 1))
-    for t, info in enumerate(profile.threads):
-        rows = order[bounds[t] : bounds[t + 1]]
-        rows = rows[values[rows] > 0]
-        if not len(rows):
-            continue
-        stacks = profile.stack[rows].tolist()
-        weights = values[rows].tolist()
+    thread = profile.column("thread")
+    order = _columns.order_by(thread, profile.column("time_ns"))  # by thread, then time
+    ordered_values = _columns.take(profile.column("values"), order)
+    starts, _ = _columns.runs(_columns.take(thread, order), ordered_values)
+    stacks = _columns.take(profile.column("stack"), order).tolist()
+    values = ordered_values.tolist()
+    bounds = [*starts, len(order)]
+    for i, start in enumerate(starts):
+        info = profile.threads[thread[order[start]]]
         samples: list[list[int]] = []
         merged: list[int] = []
         last = -2
-        for node, weight in zip(stacks, weights):
+        for node, weight in zip(stacks[start : bounds[i + 1]], values[start : bounds[i + 1]]):
+            if weight <= 0:
+                continue
             if node == last:
                 merged[-1] += weight
             else:
                 samples.append(path(node))
                 merged.append(weight)
                 last = node
+        if not merged:
+            continue
         total = int(sum(merged))
         profiles.append(
             {
@@ -90,7 +92,7 @@ def write(profile: Profile) -> bytes:
         "$schema": SCHEMA,
         "name": f"pysampler {meta.mode} profile ({meta.hz_requested:g} Hz)",
         "exporter": f"pysampler {__version__}",
-        "activeProfileIndex": int(np.argmax(weights_of)) if weights_of else 0,
+        "activeProfileIndex": weights_of.index(max(weights_of)) if weights_of else 0,
         "shared": {"frames": shared},
         "profiles": profiles,
     }

@@ -1,9 +1,16 @@
 """On-demand HTTP profiling endpoint: ``pysampler.serve(port)``.
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread. It costs nothing but
-an idle thread until a request asks for a profile, and it only uses the
-public API (start, stop, cancel, Profile.to_bytes), so one session at a
-time holds for the program's own profiling and for HTTP alike.
+A stdlib threading TCP server in a daemon thread, speaking HTTP through
+``http.server``'s request handler. It costs nothing but an idle thread until
+a request asks for a profile, and it only uses the public API (start, stop,
+cancel, Profile.to_bytes), so one session at a time holds for the program's
+own profiling and for HTTP alike.
+
+Footprint: an idle endpoint (``PYSAMPLER_PORT`` set, nobody profiling) is
+one thread and a socket. Only what listening needs is imported with this
+module (socket, socketserver, threading); the routes, the HTTP machinery
+(``http.server`` pulls in email, http.client and ssl) and the profiler
+itself are imported by the first request.
 
 Routes are listed in :data:`ROUTES`; see docs/http-endpoint.md for the
 user-facing description and examples with curl and ``go tool pprof``.
@@ -11,33 +18,43 @@ user-facing description and examples with curl and ``go tool pprof``.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
 import os
 import socket
+import socketserver
 import sys
 import threading
-import weakref
-from http.server import ThreadingHTTPServer
-from typing import Any
 
-from pysampler import heap as _heap
-from pysampler.errors import ProfilerAlreadyRunning
-from pysampler.server import sessions
-from pysampler.server.query import MAX_SAMPLE_BYTES, MIN_SAMPLE_BYTES, HttpError
-from pysampler.server.routes import ROUTES, Route, _Handler
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pysampler.server.routes import Route
 
 __all__ = ["DEFAULT_MAX_DURATION", "ROUTES", "Route", "Server", "serve"]
 
 DEFAULT_MAX_DURATION = 600.0
 #: mean bytes between heap samples for serve(heap=True): Go's default
-DEFAULT_HEAP_SAMPLE_BYTES = _heap.DEFAULT_SAMPLE_BYTES
+#: (pysampler.heap.DEFAULT_SAMPLE_BYTES)
+DEFAULT_HEAP_SAMPLE_BYTES = 512 * 1024
+#: heap sampling rates a request may ask for (mean bytes between samples):
+#: below 4 KiB the sampling itself would slow an allocation-heavy program
+#: down noticeably, above 1 GiB a profile would hold almost no samples
+MIN_SAMPLE_BYTES = 4096
+MAX_SAMPLE_BYTES = 1 << 30
 
-_log = logging.getLogger("pysampler.server")
+
+def __getattr__(name: str) -> object:
+    # ROUTES and Route live with the request handler, imported on first use
+    if name in ("ROUTES", "Route"):
+        from pysampler.server import routes
+
+        return getattr(routes, name)
+    raise AttributeError(f"module 'pysampler.server' has no attribute {name!r}")
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class _HTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    # http.server.HTTPServer adds nothing needed here but a reverse DNS
+    # look-up of the bound address (socket.getfqdn) at start-up
     daemon_threads = True  # request threads never hold up interpreter exit
     block_on_close = False
     # SO_REUSEADDR lets a second process take a bound port on Windows
@@ -49,7 +66,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self.token = token
         self.max_duration = max_duration
         self.closing = threading.Event()
-        super().__init__(address, _Handler)
+        # the handler class is imported by the first request (finish_request)
+        super().__init__(address, None)  # type: ignore[arg-type]
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        from pysampler.server.routes import _Handler
+
+        _Handler(request, client_address, self)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # As ThreadingMixIn does, with a name the profile makes sense of.
@@ -64,10 +87,15 @@ class _HTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Errors outside a handler (a reset during the request line):
         # logged, never printed over the program's output by default.
-        _log.debug("pysampler: error on a connection from %s", client_address, exc_info=True)
+        import logging
+
+        logging.getLogger("pysampler.server").debug(
+            "pysampler: error on a connection from %s", client_address, exc_info=True
+        )
 
 
-_servers: weakref.WeakSet[_HTTPServer] = weakref.WeakSet()
+#: the servers listening in this process (a server leaves when closed)
+_servers: set[_HTTPServer] = set()
 
 
 def _after_fork_in_child() -> None:
@@ -75,11 +103,15 @@ def _after_fork_in_child() -> None:
     # copy of a listening socket would keep the port bound, unanswered,
     # after the parent exits: close it. The lock may have been held by a
     # thread that does not exist here.
-    sessions.reset_after_fork()
+    sessions = sys.modules.get("pysampler.server.sessions")
+    if sessions is not None:  # not imported: no session was ever begun
+        sessions.reset_after_fork()
     for httpd in list(_servers):
         httpd.closing.set()
-        with contextlib.suppress(OSError):
+        try:
             httpd.socket.close()
+        except OSError:
+            continue
 
 
 if hasattr(os, "register_at_fork"):
@@ -117,13 +149,16 @@ class Server:
         if self._httpd.closing.is_set():
             return
         self._httpd.closing.set()
-        for kind in ("cpu", "heap"):
-            session = sessions.current(kind, owner=self._httpd)
-            if session is not None:
-                sessions.abort(session)
+        sessions = sys.modules.get("pysampler.server.sessions")
+        if sessions is not None:  # not imported: no session was ever begun
+            for kind in ("cpu", "heap"):
+                session = sessions.current(kind, owner=self._httpd)
+                if session is not None:
+                    sessions.abort(session)
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+        _servers.discard(self._httpd)
 
     def __enter__(self) -> Server:
         return self
@@ -174,7 +209,7 @@ def serve(
     if (
         isinstance(max_duration, bool)
         or not isinstance(max_duration, (int, float))
-        or not (math.isfinite(max_duration) and max_duration > 0)
+        or not 0 < max_duration < float("inf")  # false for NaN too
     ):
         raise ValueError(f"max_duration must be a positive number of seconds, not {max_duration!r}")
     if (
@@ -188,6 +223,10 @@ def serve(
         )
     httpd = _HTTPServer((host, port), token, float(max_duration))
     if heap:
+        from pysampler.errors import ProfilerAlreadyRunning
+        from pysampler.server import sessions
+        from pysampler.server.query import HttpError
+
         try:
             sessions.begin(httpd, "heap", resident=True, sample_bytes=heap_sample_bytes)
         except HttpError as exc:

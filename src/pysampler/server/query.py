@@ -10,12 +10,8 @@ from urllib.parse import parse_qsl
 
 from pysampler import _asyncio, _control, formats
 from pysampler import heap as _heap
+from pysampler.server import MAX_SAMPLE_BYTES, MIN_SAMPLE_BYTES
 
-#: heap sampling rates a request may ask for (mean bytes between samples):
-#: below 4 KiB the sampling itself would slow an allocation-heavy program
-#: down noticeably, above 1 GiB a profile would hold almost no samples
-MIN_SAMPLE_BYTES = 4096
-MAX_SAMPLE_BYTES = 1 << 30
 #: formats a heap profile can be written in
 HEAP_FORMATS = ("heapprofile", "pprof")
 # digits only, bounded: rejects "nan", "inf", "1e999", "0x10", "-1", " 5"
