@@ -57,8 +57,8 @@ def measure(n: int, mode: str, hz: int, seconds: float) -> dict[str, float]:
         "cpu_us_per_event": m.sampler_cpu_ns / ev / 1e3,
         "share_of_wall": m.sampling_ns / (m.duration * 1e9),
         "cpu_share_of_wall": m.sampler_cpu_ns / (m.duration * 1e9),
-        "rows": p.profile.sample_count,
-        "mib_per_minute": p.profile.sample_count * ROW_BYTES * 60 / m.duration / 2**20,
+        "rows": len(p.profile.stack),
+        "mib_per_minute": len(p.profile.stack) * ROW_BYTES * 60 / m.duration / 2**20,
     }
 
 

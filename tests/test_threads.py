@@ -209,7 +209,7 @@ def test_idle_threads_extend_their_rows_in_wall_mode() -> None:
     ticks = prof.metadata.sampling_events
     idle_rows = [
         i
-        for i in range(prof.sample_count)
+        for i in range(len(prof.stack))
         if prof.threads[int(prof.thread[i])].name.startswith("idle-")
     ]
     # one row (or a few) per idle thread, not one per thread per tick
@@ -230,6 +230,8 @@ def test_ten_thousand_start_stop_cycles_while_threads_churn() -> None:
             while not stop.is_set():
                 t = threading.Thread(target=spin_cpu, args=(0.0002,))
                 t.start(); t.join()
+        # one session first: reading its columns may start numpy's pool
+        pysampler.start(hz=5000); p = pysampler.stop(); p.stack.tolist()
         tasks_before = len(os.listdir("/proc/self/task"))
         churners = [threading.Thread(target=churn) for _ in range(8)]
         for c in churners: c.start()
