@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pysampler
+from workloads import spin_cpu as burn
 
 #: what a leaf line calls when the thread blocks there (or spends its CPU in
 #: a blocking call): CPU mode must leave such lines (almost) nothing
@@ -66,16 +67,6 @@ class Tally:
 
 
 TALLY = Tally()
-
-
-def burn(seconds: float) -> int:
-    """Pure-Python work for ``seconds`` of this thread's CPU."""
-    end = time.thread_time() + seconds
-    n = 0
-    while time.thread_time() < end:
-        for _ in range(100):
-            n += 1
-    return n
 
 
 def _measured(name: str, seconds: float) -> None:
