@@ -22,10 +22,12 @@
 #  include <mach/mach_time.h>
 #  include <mach/thread_act.h>
 #  include <pthread.h>
+#  include <signal.h>
 #  include <time.h>
 #  include <errno.h>
 #else
 #  include <pthread.h>
+#  include <signal.h>
 #  include <sched.h>
 #  include <time.h>
 #  include <errno.h>
@@ -553,9 +555,20 @@ static void ps_thread_join(ps_thread_t t)
 typedef pthread_t ps_thread_t;
 typedef void *(*ps_thread_fn)(void *);
 #  define PS_THREAD_RETURN void *
+/* The sampler's threads start with every signal blocked (a new thread
+ * inherits its creator's mask), so a signal sent to the process is always
+ * taken by one of the program's threads: a Python handler then runs at the
+ * main thread's next bytecode, as without pysampler, instead of whenever a
+ * sleeping sampler thread is next scheduled to take the signal. */
 static int ps_thread_start(ps_thread_t *t, ps_thread_fn fn, void *arg)
 {
-    return pthread_create(t, NULL, fn, arg) == 0 ? 0 : -1;
+    sigset_t all, old;
+    int rc;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc == 0 ? 0 : -1;
 }
 static void ps_thread_join(ps_thread_t t)
 {
