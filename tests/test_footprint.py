@@ -251,8 +251,12 @@ REQUESTS = {
     "windows": [
         *(f"/profile/cpu?{_D}&format={f}" for f in CPU_FORMATS),
         *(f"/profile/cpu?{_D}&mode=wall&format={f}" for f in CPU_FORMATS),
-        f"/profile/cpu?{_D}&mode=wall&asyncio=1",
-        f"/profile/cpu?{_D}&mode=wall&asyncio=1&format=pprof",
+        # asyncio task sampling where supported (refused with a 400 on 3.15)
+        *(
+            f"/profile/cpu?{_D}&mode=wall&asyncio=1{f}"
+            for f in ("", "&format=pprof")
+            if _asyncio.supported()
+        ),
         *(
             step
             for f in CPU_FORMATS
