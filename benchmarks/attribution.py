@@ -9,7 +9,8 @@ the CPU in the profile (and their ratio), the share of the profile whose
 leaf line makes a blocking call (against the CPU really spent in such calls
 where the case measures it: waitress's select), and each CPU-heavy
 function's share in the profile against its share of the real CPU
-(measured with time.thread_time()).
+(measured with time.thread_time()), and the share of the window in which
+the machine had more runnable tasks than CPUs (Linux CPU pressure).
 """
 
 from __future__ import annotations

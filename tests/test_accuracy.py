@@ -87,8 +87,16 @@ def test_depth_cap_marks_truncation_with_a_root_frame() -> None:
     truncated = [s for s in deep if prof.frames[s[0]].function == TRUNCATED_FUNCTION]
     assert truncated
     for s in truncated:
-        assert len(s) == 51  # the marker plus the innermost 50 frames
-        assert prof.frames[s[-1]].function == "spin_cpu"
+        assert len(s) == 51  # the marker plus the innermost 50 frames...
+        names = [prof.frames[f].function for f in s[1:]]
+        # ...innermost: the outermost 50 would hold the test's own frames
+        assert set(names[:-1]) == {"recurse"}, names
+        assert names[-1] in ("recurse", "spin_cpu"), names
+    # a tick may land while the 300 frames are pushed or popped (measured on
+    # 3.9: ~1 run in 10 has one such sample, leaf `recurse`); the samples
+    # are in the spin
+    leaves = [prof.frames[prof.stack_of(int(n))[-1]].function for n in prof.stack.tolist()]
+    assert leaves.count("spin_cpu") >= 0.9 * len(leaves), leaves
 
 
 @pytest.mark.parametrize("hz, floor", [(100, 0.8 * 95), (1000, 0.8 * 900)])

@@ -348,6 +348,11 @@ class Outcome:
     threads_seen: int = 0
     events: int = 0
     ticks: int = 0
+    #: share of the window in which some task on the machine waited for a
+    #: CPU (Linux PSI, /proc/pressure/cpu), -1: unknown. On an oversubscribed
+    #: machine the OS preempts threads while they hold the GIL, which the
+    #: model's wall-time weights do not see: shown beside a failing share.
+    cpu_pressure: float = -1.0
 
     @property
     def total_ratio(self) -> float:
@@ -358,7 +363,17 @@ class Outcome:
         return (
             f"{self.case:<19} {self.hz:>5} {self.real_cpu:8.3f} {self.profile_cpu:8.3f} "
             f"{self.total_ratio:6.2f}  {self.blocking:5.3f}/{self.blocking_truth:5.3f}  {shares}"
+            + (f"  (CPU pressure {self.cpu_pressure:.2f})" if self.cpu_pressure >= 0 else "")
         )
+
+
+def _cpu_stall_us() -> int | None:
+    """Microseconds in which some task waited for a CPU (Linux PSI)."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return int(f.readline().rsplit("total=", 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _inclusive_cpu(profile: pysampler.Profile, names: tuple[str, ...]) -> dict[str, float]:
@@ -396,12 +411,14 @@ def run_case(name: str, hz: int, seconds: float = 2.0) -> Outcome:
     run = build(seconds)
     TALLY.cpu.clear()
     TALLY.calls.clear()
+    stall0, wall0 = _cpu_stall_us(), time.monotonic()
     cpu0 = time.process_time()
     pysampler.start(hz=hz, mode="cpu")
     try:
         run()
     finally:
         prof = pysampler.stop()
+    stall1, wall = _cpu_stall_us(), time.monotonic() - wall0
     # the program's CPU: the process's, less the sampler's own threads
     real = time.process_time() - cpu0 - getattr(prof.metadata, "sampler_cpu_ns", 0) / 1e9
     profile_cpu = float(prof.cpu_ns.sum()) / 1e9
@@ -418,6 +435,8 @@ def run_case(name: str, hz: int, seconds: float = 2.0) -> Outcome:
         ticks=prof.metadata.ticks,
     )
     out.blocking_truth = truth.get("blocking calls", 0.0) / real if real else 0.0
+    if stall0 is not None and stall1 is not None and wall > 0:
+        out.cpu_pressure = (stall1 - stall0) / 1e6 / wall
     for h in hot:
         out.shares[h] = (
             inclusive[h] / profile_cpu if profile_cpu else 0.0,

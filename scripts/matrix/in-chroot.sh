@@ -21,6 +21,9 @@ mkdir -p "$root/opt/pysampler-src"
 (cd "$here" && git ls-files -co --exclude-standard -z | xargs -0 tar cf -) |
     tar xf - -C "$root/opt/pysampler-src"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# debootstrap leaves no /etc/hosts in some releases (bullseye, bookworm):
+# tests bind and connect to "localhost"
+[ -s "$root/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 # pip inside trusts what pip outside trusts (a host behind a TLS-inspecting
 # proxy names its CA bundle in PIP_CERT or SSL_CERT_FILE)
 ca=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
