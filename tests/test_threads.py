@@ -74,16 +74,43 @@ def test_cpu_goes_where_it_was_spent(case: str) -> None:
         pytest.skip("3.9/3.10 attribute CPU at GIL hand-offs (documented)")
     if case in ("flask", "waitress"):
         pytest.importorskip("flask" if case == "flask" else "waitress")
-    out = threaded.run_case(case, hz=500, seconds=2.0)
+    # The figures hold on a machine with a core for every runnable thread.
+    # Where other jobs oversubscribe it, the OS preempts GIL holders and
+    # the holder samples are biased (README, "What it can still get wrong"):
+    # a window with CPU pressure over OVERSUBSCRIBED is measured again, and
+    # the case is skipped, naming the pressure, only if every window was.
+    # A miss in a window without pressure fails at once.
+    misses = []
+    for _ in range(3):
+        out = threaded.run_case(case, hz=500, seconds=2.0)
+        miss = _attribution_miss(out)
+        if miss is None:
+            return
+        assert out.cpu_pressure > OVERSUBSCRIBED, miss  # (-1: not known)
+        misses.append(miss)
+    pytest.skip("every window was oversubscribed:\n" + "\n".join(misses))
+
+
+#: CPU pressure (share of the window in which a runnable task waited for a
+#: core) above which the machine, not the profiler, decides the shares
+OVERSUBSCRIBED = 0.3
+
+
+def _attribution_miss(out: threaded.Outcome) -> str | None:
+    """What of the requirement ``out`` misses, or None."""
     report = out.row()
     # the profile holds the CPU the program used in the window
-    assert abs(out.total_ratio - 1) <= 0.10, report
+    if abs(out.total_ratio - 1) > 0.10:
+        return "total: " + report
     # each CPU-heavy function gets its measured share
     for prof_share, truth in out.shares.values():
-        assert abs(prof_share - truth) <= 0.05, report
+        if abs(prof_share - truth) > 0.05:
+            return "share: " + report
     # and blocking calls (select, waits, sleeps, socket writes) almost
     # nothing: what they really used (waitress's select) plus 5 points
-    assert out.blocking < 0.05 + out.blocking_truth, report
+    if out.blocking >= 0.05 + out.blocking_truth:
+        return "blocking: " + report
+    return None
 
 
 @needs_reader
