@@ -234,7 +234,9 @@ def test_many_start_stop_cycles() -> None:
         p = pysampler.stop()
         assert not pysampler.is_running()
         assert p.metadata.mode == mode and p.metadata.hz_requested == 1000
-        assert p.metadata.dropped_samples == 0
+        # none lost to full tables; a stack read without the GIL (3.11+)
+        # while its thread ran may be torn, and such a sample is dropped
+        assert p.metadata.dropped_samples <= (1 if sys.version_info >= (3, 11) else 0)
         samples[mode] += sum(
             1
             for node in p.stack

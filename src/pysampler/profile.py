@@ -92,7 +92,9 @@ class Metadata:
     duration: float  #: seconds from start to stop
     pid: int = 0
     python_version: str = ""
-    dropped_samples: int = 0  #: thread samples lost to full tables
+    #: thread samples lost: to full tables, or (3.11+, stacks read without
+    #: the GIL) to a stack its running thread changed while it was read
+    dropped_samples: int = 0
     truncated_stacks: int = 0  #: samples deeper than the depth cap
     sampling_events: int = 0  #: timer ticks that were turned into samples
     ticks: int = 0  #: timer ticks (each asks for one sampling event)
