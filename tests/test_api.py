@@ -208,11 +208,18 @@ def test_top_lists_function_location_and_percentages() -> None:
     assert "workloads.py:" in row
 
 
-def _native_threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
+def _native_threads(expected: int | None = None) -> int:
+    """The process's thread count; with ``expected``, waits up to a second
+    for it (a joined thread leaves /proc a moment after its join)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            n = len(os.listdir("/proc/self/task"))
+        except OSError:
+            n = threading.active_count()
+        if expected is None or n == expected or time.monotonic() > deadline:
+            return n
+        time.sleep(0.001)
 
 
 def test_many_start_stop_cycles() -> None:
@@ -243,7 +250,7 @@ def test_many_start_stop_cycles() -> None:
             if any(p.frames[f].function.endswith("spin_here") for f in p.stack_of(int(node)))
         )
         del p
-        assert _native_threads() == threads  # stop() joined its threads
+        assert _native_threads(threads) == threads  # stop() joined its threads
     # 0.3 s of spinning in each mode at 1 kHz: hundreds of samples each
     assert samples["cpu"] > 50 and samples["wall"] > 50, samples
     assert sys.getrefcount(code) == refs
