@@ -12,7 +12,7 @@ from pysampler import heap
 from pysampler._control import Profiling, cancel, is_running, profile, start, stop
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning, PysamplerError
 from pysampler.heap_profile import HeapMetadata, HeapProfile
-from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
+from pysampler.profile import Frame, FunctionStat, Metadata, ProcessInfo, Profile, ThreadInfo
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "HeapMetadata",
     "HeapProfile",
     "Metadata",
+    "ProcessInfo",
     "Profile",
     "ProfilerAlreadyRunning",
     "ProfilerNotRunning",

@@ -31,6 +31,7 @@ from pysampler.profile import (
     Frame,
     FunctionStat,
     PathLike,
+    ProcessInfo,
     _column,
     check_stack_tree,
     function_stats,
@@ -52,6 +53,9 @@ class HeapMetadata:
     dropped_samples: int = 0  #: samples a full table could not (fully) keep
     truncated_stacks: int = 0  #: samples deeper than the depth cap
     frees_matched: int = 0  #: frees of sampled blocks seen
+    #: what a reader should know about how complete the profile is (see
+    #: :attr:`pysampler.Metadata.notes`)
+    notes: tuple[str, ...] = ()
 
 
 class HeapProfile:
@@ -70,6 +74,10 @@ class HeapProfile:
             now, by the stack that allocated it) or ``"alloc"`` (everything
             allocated since start). :meth:`top`, ``.heapprofile`` and the
             default sample type of pprof follow it.
+        processes: in a profile of several processes, one entry per
+            process; empty otherwise.
+        pid: with ``processes``, per row, the pid of the process that
+            allocated (an entry of ``processes``).
     """
 
     def __init__(
@@ -83,6 +91,8 @@ class HeapProfile:
         inuse_count: npt.ArrayLike,
         metadata: HeapMetadata,
         view: str = "inuse",
+        processes: list[ProcessInfo] | tuple[ProcessInfo, ...] = (),
+        pid: npt.ArrayLike | None = None,
     ) -> None:
         if view not in VIEWS:
             raise ValueError(f"view must be 'inuse' or 'alloc', not {view!r}")
@@ -97,15 +107,19 @@ class HeapProfile:
         self.inuse_count = _column(inuse_count, np.int64)
         self.metadata = metadata
         self.view = view
+        self.processes: tuple[ProcessInfo, ...] = tuple(processes)
+        self.pid = _column(pid if pid is not None else [0] * len(self.stack), np.int64)
         if len(self.stack_parent) != len(self.stack_frame):
             raise ValueError("stack_parent and stack_frame differ in length")
         n = len(self.stack)
-        for name in ("size", "alloc_count", "inuse_count"):
+        for name in ("size", "alloc_count", "inuse_count", "pid"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"row column {name} differs in length from stack")
         check_stack_tree(self.frames, self.stack_parent, self.stack_frame, self.stack, "row")
         if n and (self.size.min() < 0 or self.alloc_count.min() < 0 or self.inuse_count.min() < 0):
             raise ValueError("sizes and counts must not be negative")
+        if self.processes and not set(self.pid.tolist()) <= {p.pid for p in self.processes}:
+            raise ValueError("a row refers to a process that is not in the process table")
 
     # -- estimates -----------------------------------------------------
     @property
@@ -174,6 +188,8 @@ class HeapProfile:
             self.inuse_count,
             self.metadata,
             view,
+            self.processes,
+            self.pid,
         )
 
     # -- stacks and functions ------------------------------------------

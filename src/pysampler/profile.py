@@ -18,6 +18,9 @@ import numpy.typing as npt
 PathLike = Union[str, "os.PathLike[str]"]
 
 TRUNCATED_FUNCTION = "[truncated: outer frames omitted]"
+#: how writers name the root of a process's stacks in a profile of several
+#: processes: ``Process 1234: forked from 1200``
+PROCESS_PREFIX = "Process "
 #: function name prefix of the root frame of an asyncio task's stack
 TASK_PREFIX = "Task: "
 
@@ -50,6 +53,19 @@ class ThreadInfo(NamedTuple):
     ident: int  #: ``threading.get_ident()`` value
     native_id: int  #: the OS thread id (0 when not known)
     name: str
+    #: the process it ran in, in a profile of several processes (see
+    #: :attr:`Profile.processes`); 0 in a profile of one process
+    pid: int = 0
+
+
+class ProcessInfo(NamedTuple):
+    """A process of a profile taken of several processes at once (a
+    process group: the workers of a pre-fork or spawn server)."""
+
+    pid: int
+    start_time: float  #: Unix time (seconds) the process joined its group
+    role: str  #: how it came to be, e.g. ``"founder"``, ``"forked from 812"``
+    command: str  #: its command line, as ``ps`` shows it
 
 
 @dataclass(frozen=True)
@@ -74,10 +90,27 @@ class Metadata:
     asyncio: bool = False  #: waiting asyncio tasks were recorded too
     task_samples: int = 0  #: samples of waiting asyncio tasks
     dropped_task_samples: int = 0  #: task registry entries left out by the per-sample cap
+    #: what a reader should know about how complete the profile is, e.g.
+    #: that a process of the group was lost while it was being profiled
+    notes: tuple[str, ...] = ()
 
     @property
     def unit(self) -> str:
         return "nanoseconds"
+
+
+def process_title(info: ProcessInfo) -> str:
+    """The root name of a process's stacks (``Process 1234: <role>``)."""
+    head = f"{PROCESS_PREFIX}{info.pid}"
+    return f"{head}: {info.role}" if info.role else head
+
+
+def parse_process_title(name: str) -> tuple[int, str] | None:
+    """(pid, role) of a name :func:`process_title` made; None otherwise."""
+    if not name.startswith(PROCESS_PREFIX):
+        return None
+    pid, _, role = name[len(PROCESS_PREFIX) :].partition(": ")
+    return (int(pid), role) if pid.isdigit() else None
 
 
 class FunctionStat(NamedTuple):
@@ -106,6 +139,8 @@ class Profile:
         wall_ns: per sample, wall time since the previous sampling event.
         threads: the thread table.
         metadata: facts about the session.
+        processes: in a profile of several processes, one entry per
+            process (threads name theirs by ``pid``); empty otherwise.
     """
 
     def __init__(
@@ -120,6 +155,7 @@ class Profile:
         wall_ns: npt.ArrayLike,
         threads: list[ThreadInfo] | tuple[ThreadInfo, ...],
         metadata: Metadata,
+        processes: list[ProcessInfo] | tuple[ProcessInfo, ...] = (),
     ) -> None:
         self.frames: tuple[Frame, ...] = tuple(frames)
         self.stack_parent = _column(stack_parent, np.int32)
@@ -131,6 +167,7 @@ class Profile:
         self.wall_ns = _column(wall_ns, np.int64)
         self.threads: tuple[ThreadInfo, ...] = tuple(threads)
         self.metadata = metadata
+        self.processes: tuple[ProcessInfo, ...] = tuple(processes)
         if metadata.mode not in ("cpu", "wall"):
             raise ValueError(f"mode must be 'cpu' or 'wall', not {metadata.mode!r}")
         if len(self.stack_parent) != len(self.stack_frame):
@@ -142,6 +179,10 @@ class Profile:
         check_stack_tree(self.frames, self.stack_parent, self.stack_frame, self.stack, "sample")
         if n and (self.thread.min() < 0 or self.thread.max() >= len(self.threads)):
             raise ValueError("a sample refers to a thread that does not exist")
+        if self.processes:
+            pids = {p.pid for p in self.processes}
+            if any(t.pid not in pids for t in self.threads):
+                raise ValueError("a thread refers to a process that is not in the process table")
 
     # -- basic views ---------------------------------------------------
     @property

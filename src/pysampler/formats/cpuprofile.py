@@ -9,7 +9,9 @@ weight, and put ``(idle)`` where a sampling event's interval was not covered
 (CPU mode: nobody was running). Totals therefore match pprof's.
 
 Nodes are per function (the line is in ``positionTicks``), with one
-``Thread: <name>`` node per thread under ``(root)``. ``callFrame`` line and
+``Thread: <name>`` node per thread under ``(root)``; in a profile of
+several processes, one ``Process <pid>: <role>`` node per process under
+``(root)`` holds its threads. ``callFrame`` line and
 column numbers are 0-based; ``positionTicks`` lines are 1-based, as Chrome
 writes them.
 
@@ -24,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+from pysampler.profile import (
+    Frame,
+    Metadata,
+    ProcessInfo,
+    Profile,
+    ThreadInfo,
+    parse_process_title,
+    process_title,
+)
 
 
 class _Tree:
@@ -76,11 +86,15 @@ def write(profile: Profile) -> bytes:
     leaf_of_key = np.empty(len(uniq), dtype=np.int64)
     leaf_line: list[int] = []
     thread_nodes: dict[int, int] = {}
+    processes = {p.pid: p for p in profile.processes}
     for k, key in enumerate(uniq.tolist()):
         thread, stack = divmod(key, n_nodes)
         if thread not in thread_nodes:
             info = profile.threads[thread]
-            thread_nodes[thread] = tree.add(root, f"Thread: {info.name}", "", -1)
+            under = root
+            if processes:
+                under = tree.add(root, process_title(processes[info.pid]), "", -1)
+            thread_nodes[thread] = tree.add(under, f"Thread: {info.name}", "", -1)
         node = thread_nodes[thread]
         frames = profile.stack_of(stack)
         for fid in frames:
@@ -188,7 +202,8 @@ def read(data: bytes) -> Profile:
 
     frames: dict[Frame, int] = {}
     tree: dict[tuple[int, int], int] = {}
-    threads: dict[str, int] = {}
+    threads: dict[tuple[str, int], int] = {}
+    processes: dict[int, ProcessInfo] = {}
     # per cpuprofile node: (thread index, stack node) or None to drop its samples
     placed: dict[int, tuple[int, int] | None] = {}
 
@@ -203,13 +218,27 @@ def read(data: bytes) -> Profile:
             call = nodes[n].get("callFrame", {})
             name = str(call.get("functionName", ""))
             url = str(call.get("url", ""))
+            process = parse_process_title(name) if not url else None
             if n in roots or (n in parent and parent[n] in roots and name in _IDLE_NAMES):
                 where = None if n not in roots else (-1, -1)
-            elif where == (-1, -1) and name.startswith(_THREAD_PREFIX) and not url:
-                where = (threads.setdefault(name[len(_THREAD_PREFIX) :], len(threads)), -1)
+            elif where == (-1, -1) and process is not None:
+                # a process's node: (-2 - pid, -1) until one of its threads
+                processes[process[0]] = ProcessInfo(process[0], 0.0, process[1], "")
+                where = (-2 - process[0], -1)
+            elif (
+                where is not None
+                and where[0] < 0
+                and where[1] == -1
+                and name.startswith(_THREAD_PREFIX)
+                and not url
+            ):
+                pid = max(0, -2 - where[0])
+                key = (name[len(_THREAD_PREFIX) :], pid)
+                where = (threads.setdefault(key, len(threads)), -1)
             elif where is not None:
-                if where[0] < 0:  # no thread node: one thread for the whole profile
-                    where = (threads.setdefault("main", len(threads)), -1)
+                if where[0] < 0:  # no thread node: one thread for the process or profile
+                    key = ("main", max(0, -2 - where[0]))
+                    where = (threads.setdefault(key, len(threads)), -1)
                 line0 = int(call.get("lineNumber", -1))
                 first = line0 + 1 if line0 >= 0 else 0
                 frame = Frame(name or "(anonymous)", url, first, first)
@@ -254,6 +283,7 @@ def read(data: bytes) -> Profile:
         time_ns=time_ns,
         cpu_ns=dur_ns,
         wall_ns=dur_ns,
-        threads=[ThreadInfo(i, 0, name) for i, name in enumerate(threads)],
+        threads=[ThreadInfo(i, 0, name, pid) for i, (name, pid) in enumerate(threads)],
         metadata=meta,
+        processes=list(processes.values()),
     )

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pysampler.profile import process_title
+
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
     from pysampler.profile import Profile
@@ -37,8 +39,11 @@ def tree_data(profile: Profile) -> dict[str, Any]:
 
     Node 0 is the root (all threads); nodes 1..T are the threads (``fn`` is
     ``-1 - thread index``); further nodes are calls, ``fn`` indexing
-    ``functions``. ``value`` and ``samples`` are totals (the node and all
-    below it); children are listed heaviest first.
+    ``functions``. In a profile of several processes, a level of process
+    nodes (``fn`` is ``-1 - len(threads) - process index``, names in
+    ``processes``) comes between the root and the threads. ``value`` and
+    ``samples`` are totals (the node and all below it); children are listed
+    heaviest first.
     """
     functions: dict[tuple[str, str, int], int] = {}
     fn_of_frame = [functions.setdefault(f.function_key, len(functions)) for f in profile.frames]
@@ -59,10 +64,17 @@ def tree_data(profile: Profile) -> dict[str, Any]:
             samples.append(0)
         return node
 
+    process_index = {p.pid: i for i, p in enumerate(profile.processes)}
+    n_threads = len(profile.threads)
     for thread, frames, count, weight in profile.stacks():
         if weight <= 0:
             continue
-        path = [child(0, -1 - thread)]
+        top = 0
+        if process_index:
+            top = child(0, -1 - n_threads - process_index[profile.threads[thread].pid])
+        path = [child(top, -1 - thread)]
+        if top:
+            path.insert(0, top)
         for fid in frames:
             path.append(child(path[-1], fn_of_frame[fid]))
         for node in (0, *path):
@@ -88,6 +100,7 @@ def tree_data(profile: Profile) -> dict[str, Any]:
         "python": meta.python_version,
         "dropped": meta.dropped_samples,
         "threads": [t.name for t in profile.threads],
+        "processes": [process_title(p) for p in profile.processes],
         "functions": [list(k) for k in functions],
         "parent": [new[parent[o]] if o else -1 for o in order],
         "fn": [fn[o] for o in order],

@@ -11,12 +11,17 @@ Layout of what we write:
     file names and line numbers present, so no reader tries to symbolise;
   - one Sample per distinct (thread, stack), labelled ``thread_id`` and
     ``thread_name``, and ``task_name`` for an asyncio task's stack;
+  - in a profile of several processes (a process group), every sample
+    also has a string label ``pid``, and comments say, per process,
+    ``pysampler process pid=N start=T role="..." command="..."``, then
+    ``pysampler note: ...`` for each note (a process lost mid-profile);
   - string table entry 0 is "" as the format requires.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zlib
 from collections.abc import Sequence
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pysampler.formats._protobuf import Message, fields, unpack
-from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+from pysampler.profile import Frame, Metadata, ProcessInfo, Profile, ThreadInfo
 
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
@@ -52,6 +57,7 @@ def write(profile: Profile) -> bytes:
     thread_id_key = strings("thread_id")
     thread_name_key = strings("thread_name")
     task_name_key = strings("task_name")
+    pid_key = strings("pid") if profile.processes else 0
     for thread, frames, count, value in profile.stacks():
         info = profile.threads[thread]
         sample = Message()
@@ -63,6 +69,8 @@ def write(profile: Profile) -> bytes:
         task = profile.frames[frames[0]].task_name if frames else None
         if task is not None:
             sample.sub(3, Message().uint(1, task_name_key).uint(2, strings(task)))
+        if pid_key:
+            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(info.pid))))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
@@ -78,10 +86,48 @@ def write(profile: Profile) -> bytes:
         f"delivered_hz={meta.hz_delivered:.1f} pid={meta.pid} python={meta.python_version} "
         f"dropped_samples={meta.dropped_samples}"
     )
-    tail.packed(13, [strings(comment)])
+    tail.packed(13, [strings(comment), *group_comments(strings, profile.processes, meta.notes)])
     tail.uint(14, strings(value_type))
 
     return finish(body, strings, tail)
+
+
+def group_comments(
+    strings: Strings, processes: Sequence[ProcessInfo], notes: Sequence[str]
+) -> list[int]:
+    """String indexes of the comments naming each process and each note."""
+    out = [
+        strings(
+            f"pysampler process pid={p.pid} start={p.start_time:.3f} "
+            f"role={json.dumps(p.role)} command={json.dumps(p.command)}"
+        )
+        for p in processes
+    ]
+    out += [strings(f"pysampler note: {note}") for note in notes]
+    return out
+
+
+_PROCESS_COMMENT = re.compile(
+    r'pysampler process pid=(\d+) start=([\d.]+) role=("(?:[^"\\]|\\.)*") '
+    r'command=("(?:[^"\\]|\\.)*")\Z'
+)
+
+
+def read_group_comments(d: _Decoded) -> tuple[dict[int, ProcessInfo], tuple[str, ...]]:
+    """The processes and notes :func:`group_comments` wrote."""
+    processes: dict[int, ProcessInfo] = {}
+    notes = []
+    for idx in d.comments:
+        text = d.string(idx)
+        if text.startswith("pysampler note: "):
+            notes.append(text[len("pysampler note: ") :])
+            continue
+        match = _PROCESS_COMMENT.match(text)
+        if match:
+            pid = int(match.group(1))
+            role, command = json.loads(match.group(3)), json.loads(match.group(4))
+            processes[pid] = ProcessInfo(pid, float(match.group(2)), str(role), str(command))
+    return processes, tuple(notes)
 
 
 def display_name(function: str) -> str:
@@ -348,7 +394,8 @@ def read(data: bytes) -> Profile | HeapProfile:
 
     thread_id_key = d.strings.index("thread_id") if "thread_id" in d.strings else -1
     thread_name_key = d.strings.index("thread_name") if "thread_name" in d.strings else -1
-    threads: dict[tuple[str, str], int] = {}
+    pid_key = d.strings.index("pid") if "pid" in d.strings else -1
+    threads: dict[tuple[str, str, int], int] = {}
     nodes: dict[tuple[int, int], int] = {}
     rows_stack: list[int] = []
     rows_thread: list[int] = []
@@ -361,12 +408,16 @@ def read(data: bytes) -> Profile | HeapProfile:
         if value <= 0 and n <= 0:
             continue
         ident = name = ""
+        pid = 0
         for key, text, num in labels:
             if key == thread_id_key:
                 ident = d.string(text) or str(num)
             elif key == thread_name_key:
                 name = d.string(text)
-        thread = threads.setdefault((ident, name), len(threads))
+            elif key == pid_key:
+                pid_text = d.string(text)
+                pid = int(pid_text) if pid_text.isdigit() else max(0, num)
+        thread = threads.setdefault((ident, name, pid), len(threads))
         node = -1
         for loc_id in reversed(locs):  # location ids are listed leaf first
             for fid in location(loc_id):
@@ -392,9 +443,16 @@ def read(data: bytes) -> Profile | HeapProfile:
     duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else float(value_arr.sum()) / 1e9
     hz = float(info.get("hz", 1e9 / period_ns if period_ns else 0.0))
     thread_list = []
-    for i, (ident, name) in enumerate(threads):
+    for i, (ident, name, pid) in enumerate(threads):
         num = int(ident) if ident.isdigit() else i
-        thread_list.append(ThreadInfo(num, 0, name or (f"Thread-{ident}" if ident else "all")))
+        label = name or (f"Thread-{ident}" if ident else "all")
+        thread_list.append(ThreadInfo(num, 0, label, pid))
+    processes, notes = read_group_comments(d)
+    if any(t.pid for t in thread_list):
+        for t in thread_list:
+            processes.setdefault(t.pid, ProcessInfo(t.pid, 0.0, "", ""))
+    else:
+        processes = {}
     meta = Metadata(
         mode=str(info.get("mode", mode)) if info.get("mode") in ("cpu", "wall") else mode,
         hz_requested=hz,
@@ -404,6 +462,7 @@ def read(data: bytes) -> Profile | HeapProfile:
         pid=int(info.get("pid", 0)),
         python_version=str(info.get("python", "")),
         dropped_samples=int(info.get("dropped_samples", 0)),
+        notes=notes,
     )
     return Profile(
         frames=list(frames),
@@ -416,6 +475,7 @@ def read(data: bytes) -> Profile | HeapProfile:
         wall_ns=value_arr,
         threads=thread_list,
         metadata=meta,
+        processes=list(processes.values()),
     )
 
 

@@ -31,10 +31,12 @@ from pysampler.formats.pprof import (
     _Decoded,
     _Symbols,
     finish,
+    group_comments,
+    read_group_comments,
     write_symbols,
 )
 from pysampler.heap_profile import HeapMetadata, HeapProfile
-from pysampler.profile import Frame
+from pysampler.profile import Frame, ProcessInfo
 
 SAMPLE_TYPES = (
     ("alloc_objects", "count"),
@@ -63,6 +65,8 @@ def write_heap(profile: HeapProfile) -> bytes:
         )
     ).astype(np.int64)
     bytes_key = strings("bytes")
+    pid_key = strings("pid") if profile.processes else 0
+    pids = profile.pid.tolist()
     paths: dict[int, list[int]] = {}
     for row in range(len(profile.stack)):
         if not columns[row].any():
@@ -75,6 +79,8 @@ def write_heap(profile: HeapProfile) -> bytes:
         sample.packed(1, (f + 1 for f in reversed(paths[node])))
         sample.packed(2, columns[row].tolist())
         sample.sub(3, Message().uint(1, bytes_key).uint(3, int(profile.size[row])))
+        if pid_key:
+            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(pids[row]))))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
@@ -90,7 +96,7 @@ def write_heap(profile: HeapProfile) -> bytes:
         f"python={meta.python_version} sampled={meta.sampled_allocations} "
         f"dropped_samples={meta.dropped_samples}"
     )
-    tail.packed(13, [strings(comment)])
+    tail.packed(13, [strings(comment), *group_comments(strings, profile.processes, meta.notes)])
     tail.uint(14, strings("inuse_space" if profile.view == "inuse" else "alloc_space"))
 
     return finish(body, strings, tail)
@@ -144,9 +150,10 @@ def read_heap(d: _Decoded) -> HeapProfile:
         rate = 1.0  # nothing to undo the unsampling with
 
     bytes_key = d.strings.index("bytes") if "bytes" in d.strings else -1
+    pid_key = d.strings.index("pid") if "pid" in d.strings else -1
     symbols = _Symbols(d)
     nodes: dict[tuple[int, int], int] = {}
-    rows: dict[tuple[int, int], list[int]] = {}  # (node, size) -> [alloc, inuse] counts
+    rows: dict[tuple[int, int, int], list[int]] = {}  # (node, size, pid) -> [alloc, inuse] counts
 
     def value(vals: list[int], i: int | None) -> int:
         return max(0, vals[i]) if i is not None and i < len(vals) else 0
@@ -156,6 +163,8 @@ def read_heap(d: _Decoded) -> HeapProfile:
         if not any(o or b for o, b in got.values()):
             continue
         size = next((num for key, _t, num in labels if key == bytes_key and num > 0), 0)
+        pid_text = next((d.string(t) for key, t, _n in labels if key == pid_key), "")
+        pid = int(pid_text) if pid_text.isdigit() else 0
         if not size:
             o, b = got["alloc"] if got["alloc"][1] else got["inuse"]
             size = round(b / o) if o else b
@@ -177,12 +186,18 @@ def read_heap(d: _Decoded) -> HeapProfile:
         if node < 0:
             unknown = symbols.frames.setdefault(Frame("(unknown)", "", 0, 0), len(symbols.frames))
             node = nodes.setdefault((-1, unknown), len(nodes))
-        row = rows.setdefault((node, size), [0, 0])
+        row = rows.setdefault((node, size, pid), [0, 0])
         row[0] += counts[0]
         row[1] += counts[1]
 
     info = _comment_facts(d)
+    processes, notes = read_group_comments(d)
     keys = list(rows)
+    if any(k[2] for k in keys):
+        for k in keys:
+            processes.setdefault(k[2], ProcessInfo(k[2], 0.0, "", ""))
+    else:
+        processes = {}
     alloc = [rows[k][0] for k in keys]
     default = d.string(d.default_type)
     meta = HeapMetadata(
@@ -193,6 +208,7 @@ def read_heap(d: _Decoded) -> HeapProfile:
         python_version=str(info.get("python", "")),
         sampled_allocations=int(info.get("sampled", sum(alloc))),
         dropped_samples=int(info.get("dropped_samples", 0)),
+        notes=notes,
     )
     return HeapProfile(
         frames=list(symbols.frames),
@@ -204,4 +220,6 @@ def read_heap(d: _Decoded) -> HeapProfile:
         inuse_count=[rows[k][1] for k in keys],
         metadata=meta,
         view="alloc" if default.startswith("alloc") else "inuse",
+        processes=list(processes.values()),
+        pid=[k[2] for k in keys],
     )

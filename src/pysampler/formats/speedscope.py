@@ -1,6 +1,7 @@
 """speedscope's own file format (https://www.speedscope.app/file-format-schema.json).
 
-One ``sampled`` profile per thread, in nanoseconds, over a shared frame
+One ``sampled`` profile per thread (named with its process's pid in a
+profile of several processes), in nanoseconds, over a shared frame
 table; frames are per function (name, file, first line), as in the
 ``.cpuprofile`` writer, so the flame chart merges a function's lines. A
 thread's samples keep their time order, with consecutive identical stacks
@@ -75,7 +76,7 @@ def write(profile: Profile) -> bytes:
         profiles.append(
             {
                 "type": "sampled",
-                "name": f"Thread: {info.name}",
+                "name": (f"Process {info.pid} " if info.pid else "") + f"Thread: {info.name}",
                 "unit": "nanoseconds",
                 "startValue": 0,
                 "endValue": total,

@@ -42,6 +42,8 @@ class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False
     # SO_REUSEADDR lets a second process take a bound port on Windows
     allow_reuse_address = sys.platform != "win32"
+    #: the process group this endpoint serves (pysampler.group.leader.Endpoint)
+    group: Any = None
 
     def __init__(self, address: tuple[str, int], token: str | None, max_duration: float) -> None:
         if ":" in address[0]:

@@ -23,7 +23,7 @@ from pysampler import heap as _heap
 from pysampler.errors import ProfilerNotRunning
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
-from pysampler.server import query, sessions
+from pysampler.server import grouped, query, sessions
 from pysampler.server.query import HttpError
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
 
     _responded = False
+    #: the processes named by ``?pid=`` (repeatable); empty: all of them
+    pids: list[int] = []  # noqa: RUF012 (read-only default)
 
     # -- plumbing --------------------------------------------------------
 
@@ -84,7 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
             route = ROUTES.get(url.path)
             if route is None:
                 raise HttpError(404, f"no such path: {url.path[:200]}", paths=sorted(ROUTES))
-            route.handler(self, query.parse(url.query, route.params))
+            self.pids, query_text = grouped.split_pids(url.query)
+            route.handler(self, query.parse(query_text, route.params))
         except HttpError as exc:
             self._send_error_json(exc)
         except (BrokenPipeError, ConnectionResetError):
@@ -144,14 +147,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, exc.body, exc.headers)
 
     def _send_profile(
-        self, profile: Profile | HeapProfile, fmt: formats.Format, filename: str
+        self,
+        profile: Profile | HeapProfile,
+        fmt: formats.Format,
+        filename: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         body = profile.to_bytes(fmt.name)
         self._send(
             200,
             body,
             _CONTENT_TYPES.get(fmt.name, "application/octet-stream"),
-            {"Content-Disposition": f'attachment; filename="{filename}"'},
+            {"Content-Disposition": f'attachment; filename="{filename}"', **(headers or {})},
         )
 
     # -- waiting while a profile is taken ----------------------------------
@@ -223,6 +230,11 @@ class _Handler(BaseHTTPRequestHandler):
         filename: str | None,
         asyncio: bool = False,
     ) -> None:
+        pids = grouped.targets(self)
+        if pids is not None:
+            fields = {"hz": hz, "mode": mode, "asyncio": asyncio}
+            grouped.timed_cpu(self, pids, seconds, fields, fmt, filename)
+            return
         session = sessions.begin(self.server, "cpu", hz=hz, mode=mode, asyncio=asyncio)
         profile = self._take(session, seconds)
         if profile is None:
@@ -242,6 +254,10 @@ class _Handler(BaseHTTPRequestHandler):
         fmt: formats.Format,
         filename: str | None,
     ) -> None:
+        pids = grouped.targets(self)
+        if pids is not None:
+            grouped.timed_heap(self, pids, seconds, sample_bytes, view, fmt, filename)
+            return
         session = sessions.begin(self.server, "heap", sample_bytes=sample_bytes)
         profile = self._take(session, seconds)
         if profile is None:
@@ -258,6 +274,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer from the heap session already running (the endpoint's own
         with ``serve(heap=True)``, or the application's): a snapshot, which
         leaves the session running."""
+        pids = grouped.targets(self)
+        if pids is not None:
+            grouped.heap_now(self, pids, view, filename)
+            return
         try:
             snap = _heap.snapshot()
         except ProfilerNotRunning:
@@ -282,6 +302,10 @@ class _Handler(BaseHTTPRequestHandler):
     def profile_cpu_start(self, params: dict[str, str]) -> None:
         hz, mode = query.rate(params)
         tasks = query.asyncio_flag(params, mode)
+        pids = grouped.targets(self)
+        if pids is not None:
+            grouped.start(self, pids, {"hz": hz, "mode": mode, "asyncio": tasks})
+            return
         session = sessions.begin(self.server, "cpu", hz=hz, mode=mode, asyncio=tasks, manual=True)
         # A forgotten session must not sample forever.
         limit = self.server.max_duration
@@ -305,6 +329,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def profile_cpu_stop(self, params: dict[str, str]) -> None:
         fmt = query.output_format(params, "cpuprofile")
+        if grouped.stop(self, fmt):
+            return
         session = sessions.current()
         if session is None:
             raise HttpError(409, "no profile started with /profile/cpu/start is running")
@@ -329,6 +355,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             if session is not None and sessions.abort(session)
         ]
+        if grouped.cancel(self):
+            cancelled.append("group")
         if not cancelled:
             if _control.is_running() or _heap.is_running():
                 raise HttpError(
@@ -351,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             "<code>go tool pprof -top 'http://HOST:PORT/debug/pprof/profile?seconds=5'</code><br>"
             "<code>curl -OJ 'http://HOST:PORT/profile/cpu?duration=5'</code><br>"
             "<code>go tool pprof -top 'http://HOST:PORT/debug/pprof/heap'</code></p>\n"
-            f"<table>\n{rows}</table></body></html>\n"
+            f"<table>\n{rows}</table>\n{grouped.index_html(self)}</body></html>\n"
         )
         self._send(200, page.encode(), "text/html; charset=utf-8", {})
 

@@ -1,0 +1,95 @@
+"""How a member sends its profile to the leader: the Profile's own tables,
+as they are, rather than a file format.
+
+A JSON part (frames, threads, metadata) and the columns' raw bytes, read
+through the buffer protocol (whatever holds a column) and rebuilt as
+``array.array``: a copy, no parsing, no numpy. Both ends run on one host,
+so native byte order is fine. Measured against pprof (each member writes
+it, the leader reads it back) on a 3 s profile of 4 busy threads at
+100 Hz: see docs/http-endpoint.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from array import array
+from typing import Any, Union
+
+from pysampler.heap_profile import HeapMetadata, HeapProfile
+from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+
+AnyProfile = Union[Profile, HeapProfile]
+
+_CPU_COLUMNS = ("stack_parent", "stack_frame", "stack", "thread", "time_ns", "cpu_ns", "wall_ns")
+_HEAP_COLUMNS = ("stack_parent", "stack_frame", "stack", "size", "alloc_count", "inuse_count")
+_TYPECODES = {4: "i", 8: "q"}
+
+
+def encode(profile: AnyProfile) -> bytes:
+    """The profile's tables as bytes for :func:`decode`."""
+    heap = isinstance(profile, HeapProfile)
+    names = _HEAP_COLUMNS if heap else _CPU_COLUMNS
+    views = [memoryview(getattr(profile, name)) for name in names]
+    head: dict[str, Any] = {
+        "kind": "heap" if heap else "cpu",
+        "frames": [list(f) for f in profile.frames],
+        "metadata": dataclasses.asdict(profile.metadata),
+        "columns": [[name, v.itemsize, v.nbytes] for name, v in zip(names, views)],
+    }
+    if isinstance(profile, HeapProfile):
+        head["view"] = profile.view
+    else:
+        head["threads"] = [list(t) for t in profile.threads]
+    text = json.dumps(head, separators=(",", ":")).encode()
+    return b"".join([len(text).to_bytes(4, "little"), text, *(v.cast("B") for v in views)])
+
+
+def decode(data: bytes) -> AnyProfile:
+    """A Profile or HeapProfile from :func:`encode`'s bytes.
+
+    Raises:
+        ValueError: the bytes are not a well-formed profile.
+    """
+    try:
+        size = int.from_bytes(data[:4], "little")
+        head = json.loads(data[4 : 4 + size])
+        pos = 4 + size
+        columns: dict[str, array[int]] = {}
+        for name, itemsize, nbytes in head["columns"]:
+            col = array(_TYPECODES[itemsize])
+            col.frombytes(data[pos : pos + nbytes])
+            if len(col) * itemsize != nbytes:
+                raise ValueError(f"column {name} is cut short")
+            columns[name] = col
+            pos += nbytes
+        frames = [Frame(*f) for f in head["frames"]]
+        meta = dict(head["metadata"])
+        meta["notes"] = tuple(meta.get("notes", ()))
+        c = columns
+        if head["kind"] == "heap":
+            return HeapProfile(
+                frames,
+                c["stack_parent"],
+                c["stack_frame"],
+                c["stack"],
+                c["size"],
+                c["alloc_count"],
+                c["inuse_count"],
+                HeapMetadata(**meta),
+                head["view"],
+            )
+        return Profile(
+            frames,
+            c["stack_parent"],
+            c["stack_frame"],
+            c["stack"],
+            c["thread"],
+            c["time_ns"],
+            c["cpu_ns"],
+            c["wall_ns"],
+            [ThreadInfo(*t) for t in head["threads"]],
+            Metadata(**meta),
+        )
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a profile ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,207 @@
+"""The routes' side of process groups: ``?pid=N`` and answering a request
+that concerns other processes of the group (pysampler.group does the
+work; this module turns it into HTTP answers).
+
+A request for this process alone, in a group or not, is left to the
+lone-process routes, so a single-process program behaves as without
+groups.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from pysampler import formats
+from pysampler.heap_profile import HeapProfile
+from pysampler.server import query
+from pysampler.server.query import HttpError
+
+if TYPE_CHECKING:
+    from pysampler.group.leader import Endpoint, Merged
+    from pysampler.server.routes import _Handler
+
+_PID = re.compile(r"[0-9]{1,10}\Z")
+
+
+def split_pids(query_text: str) -> tuple[list[int], str]:
+    """The ``pid`` values of a query string (the one parameter that may be
+    repeated) and the query string without them."""
+    try:
+        pairs = parse_qsl(query_text, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return [], query_text  # query.parse answers it with a 400
+    pids: list[int] = []
+    rest = []
+    for name, value in pairs:
+        if name != "pid":
+            rest.append((name, value))
+            continue
+        for part in value.split(","):
+            if not _PID.match(part):
+                raise HttpError(400, f"pid must be a process id, not {part[:40]!r}", "pid")
+            if int(part) not in pids:
+                pids.append(int(part))
+    if not pids:
+        return [], query_text
+    return pids, urlencode(rest)
+
+
+def endpoint(handler: _Handler) -> Endpoint | None:
+    group: Endpoint | None = getattr(handler.server, "group", None)
+    return group
+
+
+def targets(handler: _Handler) -> list[int] | None:
+    """The processes a profile request is for; None for this one alone.
+
+    Raises:
+        HttpError: 404 for a ``pid`` that is neither this process nor a
+            member of its group.
+    """
+    group = endpoint(handler)
+    if group is not None:
+        return group.targets(handler.pids)
+    own = os.getpid()
+    others = [p for p in handler.pids if p != own]
+    if others:
+        raise HttpError(404, f"no process {others[0]} here; this process is {own}", "pid")
+    return None
+
+
+def _send(handler: _Handler, merged: Merged, fmt: formats.Format, filename: str) -> None:
+    handler._send_profile(merged.profile, fmt, filename, merged.headers())
+
+
+def _filename(kind: str, started_unix: float, seconds: float, fmt: formats.Format) -> str:
+    return f"{kind}_{int(started_unix)}_{query.seconds_label(seconds)}-seconds{fmt.suffixes[0]}"
+
+
+def timed_cpu(
+    handler: _Handler,
+    pids: list[int],
+    seconds: float,
+    fields: dict[str, Any],
+    fmt: formats.Format,
+    filename: str | None,
+) -> None:
+    group = endpoint(handler)
+    assert group is not None
+    merged = group.timed("cpu", pids, seconds, fields, handler.connection, handler.server.closing)
+    if merged is not None:
+        name = filename or _filename("cpu", merged.started_unix, seconds, fmt)
+        _send(handler, merged, fmt, name)
+
+
+def timed_heap(
+    handler: _Handler,
+    pids: list[int],
+    seconds: float,
+    sample_bytes: float,
+    view: str,
+    fmt: formats.Format,
+    filename: str | None,
+) -> None:
+    group = endpoint(handler)
+    assert group is not None
+    merged = group.timed(
+        "heap",
+        pids,
+        seconds,
+        {"sample_bytes": sample_bytes},
+        handler.connection,
+        handler.server.closing,
+    )
+    if merged is not None:
+        assert isinstance(merged.profile, HeapProfile)
+        merged.profile = merged.profile.with_view(view)
+        name = filename or _filename("heap", merged.started_unix, seconds, fmt)
+        _send(handler, merged, fmt, name)
+
+
+def heap_now(handler: _Handler, pids: list[int], view: str, filename: str) -> None:
+    group = endpoint(handler)
+    assert group is not None
+    try:
+        merged = group.heap_now(pids)
+    except HttpError as exc:
+        if exc.status != 409:
+            raise
+        raise HttpError(
+            409,
+            "no heap profiling session is running in any process of the group: ask for a "
+            "window with ?seconds=S, or start the program with PYSAMPLER_HEAP=1",
+            pids=exc.body.get("pids", []),
+        ) from None
+    assert isinstance(merged.profile, HeapProfile)
+    merged.profile = merged.profile.with_view(view)
+    _send(handler, merged, formats.get("pprof"), filename)
+
+
+def start(handler: _Handler, pids: list[int], fields: dict[str, Any]) -> None:
+    group = endpoint(handler)
+    assert group is not None
+    limit = handler.server.max_duration
+    manual = group.start(pids, fields, limit)
+    handler._send_json(
+        200,
+        {
+            "status": "started",
+            **fields,
+            "started_at": manual.started_unix,
+            "expires_in": limit,
+            "pids": [c.pid for c in manual.calls],
+            "missing": {str(p): why for p, why in manual.missing.items()},
+            "stop": "/profile/cpu/stop",
+            "cancel": "/profile/cancel",
+        },
+    )
+
+
+def stop(handler: _Handler, fmt: formats.Format) -> bool:
+    """Answer /profile/cpu/stop if a group session runs; whether one did."""
+    group = endpoint(handler)
+    if group is None or not group.manual_running:
+        return False
+    merged, elapsed = group.stop()
+    _send(handler, merged, fmt, _filename("cpu", merged.started_unix, elapsed, fmt))
+    return True
+
+
+def cancel(handler: _Handler) -> bool:
+    """Cancel the group's sessions started over HTTP; whether any ran."""
+    group = endpoint(handler)
+    return group is not None and group.cancel()
+
+
+def index_html(handler: _Handler) -> str:
+    """The index page's table of the group's processes ("" without a group)."""
+    group = endpoint(handler)
+    if group is None:
+        return ""
+    rows = []
+    for m in group.members():
+        when = m.get("start_time")
+        started = (
+            datetime.datetime.fromtimestamp(when, tz=datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            )
+            if isinstance(when, (int, float))
+            else ""
+        )
+        role = str(m.get("role", "")) + (" (serves this port)" if m.get("leader") else "")
+        rows.append(
+            f"<tr><td>{int(m['pid'])}</td><td>{html.escape(started)}</td>"
+            f"<td>{html.escape(role)}</td><td><code>{html.escape(str(m.get('command', '')))}"
+            "</code></td></tr>\n"
+        )
+    return (
+        "<h2>Processes of this group</h2>\n<p>Every profile covers all of them; "
+        "add <code>&amp;pid=N</code> (repeatable) for some only.</p>\n"
+        "<table>\n<tr><th>pid</th><th>started</th><th>role</th><th>command</th></tr>\n"
+        f"{''.join(rows)}</table>\n"
+    )
