@@ -1,0 +1,506 @@
+"""Process groups: PYSAMPLER_PORT on real pre-fork and spawn servers
+(gunicorn, uvicorn, multiprocessing pools) under load, profiled through
+one port, read back with our reader and with go tool pprof."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import helpers
+from pysampler import Profile
+from pysampler.formats import pprof
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32" or not Path("/proc/self").exists(), reason="Linux process groups"
+)
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+BIN = Path(sys.executable).parent
+
+#: the handler's hot function, in every app below
+HOT = textwrap.dedent(
+    """
+    def hot_handler():
+        n = 0
+        for i in range(300000):
+            n += i * i
+        return n
+    """
+)
+
+WSGI_APP = HOT + textwrap.dedent(
+    """
+    def app(environ, start_response):
+        hot_handler()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    """
+)
+
+ASGI_APP = HOT + textwrap.dedent(
+    """
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        hot_handler()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+    """
+)
+
+#: a pool of workers running hot_handler forever: python pool.py METHOD N
+POOL_APP = HOT + textwrap.dedent(
+    """
+    import multiprocessing, os, sys
+
+    def task(_):
+        for _ in range(20):
+            hot_handler()
+        return os.getpid()
+
+    if __name__ == "__main__":
+        ctx = multiprocessing.get_context(sys.argv[1])
+        print("group", os.environ.get("PYSAMPLER_GROUP"), flush=True)
+        with ctx.Pool(int(sys.argv[2])) as pool:
+            while True:
+                pool.map(task, range(64))
+    """
+)
+
+#: a hand-made pre-fork server: python prefork.py N [exit]; the master
+#: exits at once with "exit" (its workers live on)
+PREFORK_APP = HOT + textwrap.dedent(
+    """
+    import os, sys, time
+
+    print("group", os.environ.get("PYSAMPLER_GROUP"), flush=True)
+    kids = []
+    for _ in range(int(sys.argv[1])):
+        pid = os.fork()
+        if pid == 0:
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                hot_handler()
+            os._exit(0)
+        kids.append(pid)
+    if "exit" in sys.argv:
+        sys.exit(0)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
+    env["NO_PROXY"] = env["no_proxy"] = "*"
+    env.update(extra)
+    return env
+
+
+def get(url: str, timeout: float = 60) -> tuple[int, Any, bytes]:
+    try:
+        with _OPENER.open(url, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, err.headers, err.read()
+
+
+class Fleet:
+    """A server started with PYSAMPLER_PORT; its stderr goes to a file."""
+
+    def __init__(self, tmp_path: Path, argv: list[str], name: str = "fleet", **env: str) -> None:
+        self.log = tmp_path / f"{name}.err"
+        self.out = tmp_path / f"{name}.out"
+        self.port = int(env.pop("PYSAMPLER_PORT", "0")) or free_port()
+        with open(self.log, "w") as err, open(self.out, "w") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=tmp_path,
+                env=_env(PYSAMPLER_PORT=str(self.port), **env),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def members(self) -> dict[int, str]:
+        """pid -> role, from the index page."""
+        status, _, body = get(f"{self.url}/debug/pprof/", timeout=10)
+        assert status == 200
+        rows = re.findall(r"<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]*)</td>", body.decode())
+        return {int(pid): role for pid, role in rows}
+
+    def wait_for(self, count: int, timeout: float = 60, master: bool = True) -> dict[int, str]:
+        """Wait until the group has ``count`` processes; pid -> role."""
+        deadline = time.monotonic() + timeout
+        found: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            assert not master or self.proc.poll() is None, self.stderr()
+            with contextlib.suppress(OSError, AssertionError):
+                found = self.members()
+                if len(found) >= count:
+                    return found
+            time.sleep(0.2)
+        raise AssertionError(f"group has {found}, wanted {count} processes\n{self.stderr()}")
+
+    def profile(self, seconds: float = 2, query: str = "") -> tuple[Any, Profile]:
+        status, headers, body = get(f"{self.url}/debug/pprof/profile?seconds={seconds}{query}")
+        assert status == 200, body[:500]
+        prof = pprof.read(body)
+        assert isinstance(prof, Profile)
+        return headers, prof
+
+    def group_dir(self) -> str:
+        match = re.search(r"group (\S+)", self.out.read_text())
+        assert match, self.out.read_text()
+        return match.group(1)
+
+    def stderr(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def fleet(tmp_path: Path, argv: list[str], **kw: str) -> Iterator[Fleet]:
+    running = Fleet(tmp_path, argv, **kw)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextlib.contextmanager
+def load(url: str, clients: int = 6) -> Iterator[None]:
+    """``clients`` threads requesting ``url`` back to back."""
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                get(url, timeout=10)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+
+
+def pid_values(prof: Profile) -> dict[int, int]:
+    """pid -> value (ns) in a group profile."""
+    out: dict[int, int] = {}
+    for i, (_, value) in prof.thread_totals().items():
+        pid = prof.threads[i].pid
+        out[pid] = out.get(pid, 0) + value
+    return out
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid:
+                    out.add(int(entry))
+    return out
+
+
+def assert_every_worker_on_top(fleet: Fleet, workers: set[int], tmp_path: Path) -> Profile:
+    """One profile: samples from every worker, hot_handler on top."""
+    deadline = time.monotonic() + 60
+    while True:
+        headers, prof = fleet.profile(2)
+        values = pid_values(prof)
+        busy = {pid for pid, v in values.items() if v > 0}
+        answered = set(map(int, headers["X-Pysampler-Pids"].split()))
+        if workers <= busy or time.monotonic() > deadline:
+            break
+    assert workers <= answered, (workers, answered)
+    assert workers <= busy, (workers, values)
+    assert {t.pid for t in prof.threads} <= {p.pid for p in prof.processes}
+    assert prof.functions()[0].function == "hot_handler", prof.top(5)
+    return prof
+
+
+def go_tags(target: str, tmp_path: Path) -> str:
+    if helpers.GO is None:
+        pytest.skip("go tool pprof is not installed")
+    env = {k: v for k, v in _env().items()}
+    env.update(PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path))
+    out = subprocess.run(
+        [helpers.GO, "tool", "pprof", "-tags", target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _needs(module: str) -> None:
+    if shutil.which(module, path=str(BIN)) is None:
+        pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
+
+
+# -- real servers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_gunicorn_workers_all_answer_one_request(tmp_path: Path, worker_class: str) -> None:
+    _needs("gunicorn")
+    (tmp_path / "app.py").write_text(WSGI_APP)
+    app_port = free_port()
+    argv = [str(BIN / "gunicorn"), "-w", "3", "-k", worker_class, "-b", f"127.0.0.1:{app_port}"]
+    with fleet(tmp_path, [*argv, "app:app"]) as running:
+        found = running.wait_for(4)
+        workers = children(running.proc.pid)
+        assert workers <= set(found), (workers, found)
+        assert len(workers) == 3
+        assert all(found[w].startswith(f"forked from {running.proc.pid}") for w in workers)
+        with load(f"http://127.0.0.1:{app_port}/"):
+            assert_every_worker_on_top(running, workers, tmp_path)
+            if worker_class == "sync":
+                # go tool pprof reads the pid label straight from the port
+                tags = go_tags(f"{running.url}/debug/pprof/profile?seconds=2", tmp_path)
+                pids = set(map(int, re.findall(r"^\s+\S+ \(\s*[\d.]+%\): (\d+)$", tags, re.M)))
+                assert workers <= pids, tags
+
+
+def test_uvicorn_spawned_workers_join(tmp_path: Path) -> None:
+    _needs("uvicorn")
+    (tmp_path / "app.py").write_text(ASGI_APP)
+    app_port = free_port()
+    argv = [str(BIN / "uvicorn"), "--workers", "2", "--port", str(app_port), "app:app"]
+    with fleet(tmp_path, argv) as running:
+        found = running.wait_for(3)
+        workers = {p for p in children(running.proc.pid) if "child of" in found.get(p, "")}
+        assert len(workers) >= 2, (found, children(running.proc.pid))
+        # the spawned workers ran the hook and joined instead of failing to bind
+        assert "cannot listen" not in running.stderr()
+        with load(f"http://127.0.0.1:{app_port}/"):
+            assert_every_worker_on_top(running, workers, tmp_path)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_pool_workers_join(tmp_path: Path, method: str) -> None:
+    (tmp_path / "pool.py").write_text(POOL_APP)
+    with fleet(tmp_path, [sys.executable, "pool.py", method, "3"]) as running:
+        found = running.wait_for(4)
+        workers = {p for p, role in found.items() if "PoolWorker" in role}
+        assert len(workers) == 3, found
+        assert_every_worker_on_top(running, workers, tmp_path)
+
+
+# -- membership follows the server's life ------------------------------------------
+
+
+def test_worker_killed_mid_profile_is_named_and_replaced(tmp_path: Path) -> None:
+    _needs("gunicorn")
+    (tmp_path / "app.py").write_text(WSGI_APP)
+    app_port = free_port()
+    argv = [str(BIN / "gunicorn"), "-w", "3", "-b", f"127.0.0.1:{app_port}", "app:app"]
+    with fleet(tmp_path, argv) as running, load(f"http://127.0.0.1:{app_port}/"):
+        running.wait_for(4)
+        workers = children(running.proc.pid)
+        victim = min(workers)
+        result: list[Any] = []
+        request = threading.Thread(target=lambda: result.append(running.profile(3)))
+        t0 = time.monotonic()
+        request.start()
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        request.join(30)
+        assert result, "the request did not complete"
+        assert time.monotonic() - t0 < 3 + 3 + 2  # the window, the grace, slack
+        headers, prof = result[0]
+        assert victim in set(map(int, headers["X-Pysampler-Missing-Pids"].split()))
+        assert any(f"pid {victim}" in n and "lost" in n for n in prof.metadata.notes)
+        assert (workers - {victim}) <= set(pid_values(prof)), pid_values(prof)
+        # gunicorn starts a replacement; it is in the next profile
+        deadline = time.monotonic() + 30
+        while True:
+            new = children(running.proc.pid) - workers
+            if new and set(running.members()) >= new:
+                break
+            assert time.monotonic() < deadline, running.members()
+            time.sleep(0.2)
+        _, again = running.profile(2)
+        assert new <= {t.pid for t in again.threads}
+
+
+def test_master_exits_and_a_worker_takes_the_port(tmp_path: Path) -> None:
+    (tmp_path / "prefork.py").write_text(PREFORK_APP)
+    with fleet(tmp_path, [sys.executable, "prefork.py", "3", "exit"]) as running:
+        running.proc.wait(30)  # the master is gone; its workers live on
+        t0 = time.monotonic()
+        found = running.wait_for(3, timeout=10, master=False)
+        assert time.monotonic() - t0 < 5
+        assert running.proc.pid not in found
+        _, prof = running.profile(1)
+        assert set(pid_values(prof)) == set(found)
+        assert prof.functions()[0].function == "hot_handler"
+        for pid in found:
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- isolation --------------------------------------------------------------------
+
+
+def test_two_groups_on_two_ports_do_not_see_each_other(tmp_path: Path) -> None:
+    (tmp_path / "prefork.py").write_text(PREFORK_APP)
+    argv = [sys.executable, "prefork.py", "2"]
+    with fleet(tmp_path, argv, name="a") as a, fleet(tmp_path, argv, name="b") as b:
+        in_a, in_b = set(a.wait_for(3)), set(b.wait_for(3))
+        assert not in_a & in_b
+        assert a.group_dir() != b.group_dir()
+        assert set(pid_values(a.profile(0.5)[1])) <= in_a
+        status, _, body = get(f"{a.url}/debug/pprof/profile?seconds=0.5&pid={min(in_b)}")
+        assert status == 404
+        assert b'"parameter": "pid"' in body
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_a_process_of_another_user_cannot_join(tmp_path: Path) -> None:
+    (tmp_path / "prefork.py").write_text(PREFORK_APP)
+    with fleet(tmp_path, [sys.executable, "prefork.py", "1"]) as running:
+        before = set(running.wait_for(2))
+        group = running.group_dir()
+        nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        # the hook of a would-be member run as nobody, with the group's environment
+        probe = "import time, os; print(os.getpid(), flush=True); time.sleep(3)"
+        env = _env(PYSAMPLER_PORT=str(running.port), PYSAMPLER_GROUP=group)
+        out = subprocess.run(
+            [*nobody, sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            cwd="/",
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "cannot join the process group" in out.stderr
+        assert set(running.members()) == before
+        # nor can it reach a member's control socket directly
+        (member,) = before - {running.proc.pid}
+        connect = textwrap.dedent(
+            f"""
+            import socket
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect({os.path.join(group, f"{member}.sock")!r})
+            except PermissionError:
+                print("refused")
+            """
+        )
+        out = subprocess.run(
+            [*nobody, sys.executable, "-c", connect],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=60,
+            cwd="/",
+            check=False,
+        )
+        assert out.stdout.strip() == "refused", out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_control_channel_tells_another_users_connection(tmp_path: Path) -> None:
+    """The uid check each end makes (SO_PEERCRED), on a socket another
+    user can reach (a group's own never is: its directory is 0700)."""
+    from pysampler.group import channel
+
+    open_dir = tempfile.mkdtemp(prefix="pysampler-test-")
+    os.chmod(open_dir, 0o777)
+    path = os.path.join(open_dir, "s.sock")
+    listener = channel.listen(path)
+    os.chmod(path, 0o666)
+    with listener:
+        code = f"import socket, time; s = socket.socket(socket.AF_UNIX); s.connect({path!r}); time.sleep(2)"
+        child = subprocess.Popen(
+            [
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            env=_env(),
+            cwd="/",
+        )
+        listener.settimeout(30)
+        conn, _ = listener.accept()
+        with conn:
+            assert channel.peer_uid(conn) == 65534
+            assert not channel.same_user(conn)
+        child.wait(30)
+        with socket.socket(socket.AF_UNIX) as mine:
+            mine.connect(path)
+            conn, _ = listener.accept()
+            with conn:
+                assert channel.same_user(conn)
+    shutil.rmtree(open_dir)
+
+
+# -- single processes ---------------------------------------------------------------
+
+
+def test_a_lone_process_answers_as_before_and_knows_its_pid(tmp_path: Path) -> None:
+    script = tmp_path / "lone.py"
+    script.write_text(HOT + "\nwhile True:\n    hot_handler()\n")
+    with fleet(tmp_path, [sys.executable, str(script)], name="lone") as running:
+        (pid,) = running.wait_for(1)
+        status, headers, body = get(f"{running.url}/debug/pprof/profile?seconds=0.5")
+        assert status == 200
+        assert "X-Pysampler-Pids" not in headers  # the lone-process route answered
+        prof = pprof.read(body)
+        assert isinstance(prof, Profile)
+        assert not prof.processes
+        assert get(f"{running.url}/debug/pprof/profile?seconds=0.5&pid={pid}")[0] == 200
+        assert get(f"{running.url}/profile/cpu?duration=0.5&pid=1")[0] == 404
+        assert get(f"{running.url}/profile/cpu?duration=0.5&pid=x")[0] == 400
