@@ -459,7 +459,10 @@ def test_control_channel_tells_another_users_connection(tmp_path: Path) -> None:
     listener = channel.listen(path)
     os.chmod(path, 0o666)
     with listener:
-        code = f"import socket, time; s = socket.socket(socket.AF_UNIX); s.connect({path!r}); time.sleep(2)"
+        code = (
+            "import socket, time; s = socket.socket(socket.AF_UNIX); "
+            f"s.connect({path!r}); time.sleep(2)"
+        )
         child = subprocess.Popen(
             [
                 "setpriv",

@@ -327,8 +327,10 @@ class Group:
     # -- leaving -------------------------------------------------------------
 
     def leave(self) -> None:
-        """At exit: remove this member's socket; the last one out removes
-        the group's directory."""
+        """At exit: remove this member's socket. The group's directory
+        stays: a child forked just before may not have joined yet; the
+        next group this user founds removes directories no one uses
+        (rundir.sweep)."""
         self.closing.set()
         if self.listener is not None:
             path = rundir.socket_path(self.path, self.pid)
@@ -337,10 +339,6 @@ class Group:
                     os.unlink(path)
             self.listener.close()
             self.listener = None
-        if (self.server is not None or rundir.try_lock(self.lock_fd)) and not rundir.member_pids(
-            self.path
-        ):
-            shutil.rmtree(self.path, ignore_errors=True)
 
 
 #: this process's group, if it has one

@@ -1,0 +1,156 @@
+"""Profiles of several processes: merging, the members' wire format, and
+what each writer and reader makes of a pid per thread."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import helpers
+import pysampler
+from pysampler import ProcessInfo, Profile
+from pysampler.formats import cpuprofile, html, pprof
+from pysampler.group import wire
+from pysampler.merge import merge_heap_profiles, merge_profiles
+from workloads import spin_cpu
+
+A = ProcessInfo(101, 1.7e9, "founder", "python app.py")
+B = ProcessInfo(202, 1.7e9 + 1, "forked from 101", 'python app.py --name "x"')
+
+
+@pytest.fixture(scope="module")
+def one() -> Profile:
+    with pysampler.profile(hz=500) as p:
+        spin_cpu(0.3)
+    return p.profile
+
+
+@pytest.fixture(scope="module")
+def merged(one: Profile) -> Profile:
+    return merge_profiles([(A, one), (B, wire.decode(wire.encode(one)))], ["pid 303: lost"])
+
+
+def test_wire_round_trip_keeps_every_table(one: Profile) -> None:
+    back = wire.decode(wire.encode(one))
+    assert isinstance(back, Profile)
+    assert back.frames == one.frames
+    assert back.threads == one.threads
+    assert back.metadata == one.metadata
+    for name in ("stack_parent", "stack_frame", "stack", "thread", "time_ns", "cpu_ns", "wall_ns"):
+        assert getattr(back, name).tolist() == getattr(one, name).tolist(), name
+    with pytest.raises(ValueError):
+        wire.decode(wire.encode(one)[:-3])
+
+
+def test_merge_keeps_every_sample_with_its_process(one: Profile, merged: Profile) -> None:
+    assert merged.sample_count == 2 * one.sample_count
+    assert merged.total_ns == 2 * one.total_ns
+    assert merged.processes == (A, B)
+    assert [t.pid for t in merged.threads] == [101] * len(one.threads) + [202] * len(one.threads)
+    assert len(merged.frames) == len(one.frames)  # shared, not repeated
+    assert merged.functions()[0].function == "spin_cpu"
+    assert merged.metadata.notes == ("pid 303: lost",)
+    assert merged.metadata.pid == 0
+    with pytest.raises(ValueError, match="twice"):
+        merge_profiles([(A, one), (A, one)])
+
+
+def test_pprof_labels_every_sample_with_its_pid_and_reads_it_back(
+    merged: Profile, tmp_path: Path
+) -> None:
+    data = pprof.write(merged)
+    back = pprof.read(data)
+    assert isinstance(back, Profile)
+    assert back.processes == (A._replace(start_time=round(A.start_time, 3)), B)
+    assert {t.pid for t in back.threads} == {101, 202}
+    assert back.metadata.notes == ("pid 303: lost",)
+    path = tmp_path / "group.pb.gz"
+    path.write_bytes(data)
+    if helpers.GO is None:
+        pytest.skip("go tool pprof is not installed")
+    import subprocess
+
+    tags = subprocess.run(
+        [helpers.GO, "tool", "pprof", "-tags", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HOME": str(tmp_path), "PPROF_TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    assert re.search(r"pid: Total", tags)
+    assert set(re.findall(r"\): (\d+)$", tags.split("pid: Total")[1].split("\n\n")[0], re.M)) == {
+        "101",
+        "202",
+    }
+    comments = subprocess.run(
+        [helpers.GO, "tool", "pprof", "-comments", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HOME": str(tmp_path), "PPROF_TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    assert 'pysampler process pid=202 start=1700000001.000 role="forked from 101"' in comments
+    assert "pysampler note: pid 303: lost" in comments
+
+
+def test_a_lone_profile_has_no_pid_label(one: Profile) -> None:
+    assert b"pysampler process" not in pprof.write(one)
+    back = pprof.read(pprof.write(one))
+    assert isinstance(back, Profile)
+    assert not back.processes
+    assert {t.pid for t in back.threads} == {0}
+
+
+def test_cpuprofile_has_a_root_per_process_with_its_threads(merged: Profile) -> None:
+    doc = json.loads(cpuprofile.write(merged))
+    nodes = {n["id"]: n for n in doc["nodes"]}
+    root = nodes[1]
+    tops = [nodes[c]["callFrame"]["functionName"] for c in root["children"]]
+    assert "Process 101: founder" in tops
+    assert "Process 202: forked from 101" in tops
+    for c in root["children"]:
+        name = nodes[c]["callFrame"]["functionName"]
+        if name.startswith("Process "):
+            kids = [nodes[k]["callFrame"]["functionName"] for k in nodes[c]["children"]]
+            assert kids and all(k.startswith("Thread: ") for k in kids)
+    back = cpuprofile.read(cpuprofile.write(merged))
+    assert {p.pid for p in back.processes} == {101, 202}
+    assert {t.pid for t in back.threads} == {101, 202}
+    assert back.functions()[0].function == "spin_cpu"
+
+
+def test_html_tree_has_a_process_level(merged: Profile) -> None:
+    tree = html.tree_data(merged)
+    n_threads = len(tree["threads"])
+    tops = [i for i, p in enumerate(tree["parent"]) if p == 0]
+    assert sorted(-1 - tree["fn"][i] - n_threads for i in tops) == [0, 1]
+    assert tree["processes"] == ["Process 101: founder", "Process 202: forked from 101"]
+    for i, p in enumerate(tree["parent"]):
+        if p in tops:
+            assert -1 - tree["fn"][i] < n_threads  # a thread under its process
+
+
+def test_collapsed_and_speedscope_name_the_process(merged: Profile) -> None:
+    lines = merged.to_bytes("collapsed").decode().splitlines()
+    assert lines and all(ln.startswith(("Process 101: founder;", "Process 202: ")) for ln in lines)
+    doc = json.loads(merged.to_bytes("speedscope"))
+    assert {p["name"].split(" Thread")[0] for p in doc["profiles"]} == {
+        "Process 101",
+        "Process 202",
+    }
+
+
+def test_heap_profiles_merge_with_a_pid_per_row() -> None:
+    pysampler.heap.start(4096)
+    keep = [bytearray(1000) for _ in range(2000)]
+    one = pysampler.heap.stop()
+    del keep
+    merged = merge_heap_profiles([(A, one), (B, wire.decode(wire.encode(one)))])
+    assert merged.inuse_bytes == pytest.approx(2 * one.inuse_bytes)
+    assert set(merged.pid.tolist()) == {101, 202}
+    back = pprof.read(merged.to_bytes("pprof"))
+    assert {p.pid for p in back.processes} == {101, 202}  # type: ignore[union-attr]
+    assert back.inuse_bytes == pytest.approx(merged.inuse_bytes, rel=1e-3)  # type: ignore[union-attr]
