@@ -151,7 +151,9 @@ class Group:
             self._start_resident_heap()
         # members started together (a pool) try the lock at different times
         next_tick = time.monotonic() + TICK * random.random()
-        with selectors.DefaultSelector() as selector:
+        # poll(2) rather than epoll: no descriptor of its own while idle
+        poll = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+        with poll() as selector:
             listener = self.listener
             assert listener is not None
             selector.register(listener, selectors.EVENT_READ)
