@@ -5,6 +5,7 @@ one port, read back with our reader and with go tool pprof."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -164,7 +165,8 @@ class Fleet:
             assert not master or self.proc.poll() is None, self.stderr()
             with contextlib.suppress(OSError, AssertionError):
                 found = self.members()
-                if len(found) >= count:
+                # every one has answered (a process still starting may not yet)
+                if len(found) >= count and not any(r.startswith("(") for r in found.values()):
                     return found
             time.sleep(0.2)
         raise AssertionError(f"group has {found}, wanted {count} processes\n{self.stderr()}")
@@ -327,8 +329,13 @@ def test_uvicorn_spawned_workers_join(tmp_path: Path) -> None:
 def test_multiprocessing_pool_workers_join(tmp_path: Path, method: str) -> None:
     (tmp_path / "pool.py").write_text(POOL_APP)
     with fleet(tmp_path, [sys.executable, "pool.py", method, "3"]) as running:
-        found = running.wait_for(4)
-        workers = {p for p, role in found.items() if "PoolWorker" in role}
+        deadline = time.monotonic() + 60
+        while True:
+            found = running.wait_for(4)
+            workers = {p for p, role in found.items() if "PoolWorker" in role}
+            if len(workers) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(workers) == 3, found
         assert_every_worker_on_top(running, workers, tmp_path)
 
@@ -507,3 +514,154 @@ def test_a_lone_process_answers_as_before_and_knows_its_pid(tmp_path: Path) -> N
         assert get(f"{running.url}/debug/pprof/profile?seconds=0.5&pid={pid}")[0] == 200
         assert get(f"{running.url}/profile/cpu?duration=0.5&pid=1")[0] == 404
         assert get(f"{running.url}/profile/cpu?duration=0.5&pid=x")[0] == 400
+
+
+# -- slow members, sessions, heap -----------------------------------------------------
+
+
+def test_a_hung_member_costs_the_window_plus_the_grace_and_is_named(tmp_path: Path) -> None:
+    from pysampler.group.leader import GRACE
+
+    (tmp_path / "prefork.py").write_text(PREFORK_APP)
+    with fleet(tmp_path, [sys.executable, "prefork.py", "2"]) as running:
+        found = running.wait_for(3)
+        stuck = max(set(found) - {running.proc.pid})
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            headers, prof = running.profile(1)
+            took = time.monotonic() - t0
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert 1 + GRACE - 0.5 < took < 1 + GRACE + 3, took
+        assert headers["X-Pysampler-Missing-Pids"] == str(stuck)
+        assert set(map(int, headers["X-Pysampler-Pids"].split())) == set(found) - {stuck}
+        assert any(f"pid {stuck}: did not answer in time" in n for n in prof.metadata.notes)
+        assert stuck not in pid_values(prof)
+        # it is back in the next one
+        _, again = running.profile(0.5)
+        assert stuck in {t.pid for t in again.threads}
+
+
+def test_start_stop_and_cancel_cover_the_group(tmp_path: Path) -> None:
+    (tmp_path / "prefork.py").write_text(PREFORK_APP)
+    with fleet(tmp_path, [sys.executable, "prefork.py", "2"], PYSAMPLER_TOKEN="s3cret") as running:
+        auth = {"Authorization": "Bearer s3cret"}
+
+        def call(path: str) -> tuple[int, Any, bytes]:
+            request = urllib.request.Request(running.url + path, headers=auth)
+            try:
+                with _OPENER.open(request, timeout=60) as resp:
+                    return resp.status, resp.headers, resp.read()
+            except urllib.error.HTTPError as err:
+                with err:
+                    return err.code, err.headers, err.read()
+
+        deadline = time.monotonic() + 30
+        while True:  # the port is open
+            with contextlib.suppress(OSError):
+                status = get(f"{running.url}/debug/pprof/")[0]
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # the token rule holds for the group's port
+        assert status == 401
+        deadline = time.monotonic() + 30
+        while len(re.findall(rb"<tr><td>\d+", call("/debug/pprof/")[2])) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        status, _, body = call("/profile/cpu/start?hz=200")
+        assert status == 200, body
+        started = json.loads(body)
+        assert len(started["pids"]) == 3
+        assert call("/profile/cpu/start")[0] == 409
+        assert call("/profile/cpu?duration=1")[0] == 409  # one group session at a time
+        time.sleep(0.5)
+        status, headers, body = call("/profile/cpu/stop?format=pprof")
+        assert status == 200
+        assert set(map(int, headers["X-Pysampler-Pids"].split())) == set(started["pids"])
+        prof = pprof.read(body)
+        assert isinstance(prof, Profile)
+        assert {t.pid for t in prof.threads} == set(started["pids"])
+        assert call("/profile/cpu/stop")[0] == 409
+
+        assert call("/profile/cpu/start")[0] == 200
+        status, _, body = call("/profile/cancel")
+        assert (status, json.loads(body)["status"]) == (200, "cancelled")
+        assert call("/profile/cpu/stop")[0] == 409
+        # a timed request is cancelled too, and every member is free after
+        result: list[int] = []
+        waiting = threading.Thread(
+            target=lambda: result.append(call("/profile/cpu?duration=20")[0])
+        )
+        waiting.start()
+        time.sleep(1)
+        assert call("/profile/cancel")[0] == 200
+        waiting.join(10)
+        assert result == [409]
+        assert call("/profile/cpu?duration=0.3")[0] == 200
+
+
+def test_heap_routes_cover_the_group(tmp_path: Path) -> None:
+    (tmp_path / "prefork.py").write_text(PREFORK_APP)
+    argv = [sys.executable, "prefork.py", "2"]
+
+    def heap(running: Fleet, path: str, found: set[int]) -> None:
+        status, headers, body = get(running.url + path)
+        assert status == 200, body
+        assert set(map(int, headers["X-Pysampler-Pids"].split())) == found
+        prof = pprof.read(body)
+        assert not isinstance(prof, Profile)
+        assert {p.pid for p in prof.processes} <= found
+        assert set(prof.pid.tolist()) <= found
+
+    # every process keeps a heap session: answers at once, as Go's do
+    with fleet(tmp_path, argv, name="resident", PYSAMPLER_HEAP="1") as running:
+        found = set(running.wait_for(3))
+        heap(running, "/debug/pprof/heap", found)
+        heap(running, "/debug/pprof/allocs", found)
+        status, _, body = get(f"{running.url}/debug/pprof/allocs?seconds=0.5")
+        assert status == 409  # as for a lone process: the resident sessions hold it
+        assert b"kept running by the endpoint" in body
+    # without: a window
+    with fleet(tmp_path, argv, name="window") as running:
+        found = set(running.wait_for(3))
+        heap(running, "/debug/pprof/heap?seconds=0.5", found)
+        status, _, body = get(f"{running.url}/debug/pprof/heap")
+        assert status == 409
+        assert b"PYSAMPLER_HEAP=1" in body
+        status, _, body = get(f"{running.url}/profile/heap?duration=0.5")
+        assert status == 200
+        assert json.loads(body)["head"]["callFrame"]["functionName"] == "(root)"
+
+
+def test_children_opt_out_and_pip_is_untouched(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, subprocess, sys, time
+            plain = {k: v for k, v in os.environ.items() if k != "PYSAMPLER_PORT"}
+            out = subprocess.run([sys.executable, "-m", "pip", "--version"],
+                                 capture_output=True, text=True)
+            print("pip", out.returncode, repr(out.stderr), flush=True)
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=plain)
+            joined = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            print("kids", joined.pid, flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    with fleet(tmp_path, [sys.executable, str(script)]) as running:
+        deadline = time.monotonic() + 60
+        while "kids" not in running.out.read_text():
+            assert time.monotonic() < deadline, running.stderr()
+            time.sleep(0.1)
+        found = running.wait_for(2)
+        out = running.out.read_text()
+        assert re.search(r"^pip 0 ''$", out, re.M), out
+        joined = int(re.search(r"kids (\d+)", out).group(1))  # type: ignore[union-attr]
+        kids = children(running.proc.pid)
+        assert set(found) == {running.proc.pid, joined}, (found, kids)
+        assert len(kids) == 2  # the opted-out child runs, outside the group
+        assert found[joined].startswith(f"child of {running.proc.pid}")

@@ -153,4 +153,8 @@ def test_heap_profiles_merge_with_a_pid_per_row() -> None:
     assert set(merged.pid.tolist()) == {101, 202}
     back = pprof.read(merged.to_bytes("pprof"))
     assert {p.pid for p in back.processes} == {101, 202}  # type: ignore[union-attr]
+    doc = json.loads(merged.to_bytes("heapprofile"))
+    tops = [c["callFrame"]["functionName"] for c in doc["head"]["children"]]
+    assert sorted(tops) == ["Process 101: founder", "Process 202: forked from 101"]
+    assert {s["nodeId"] for s in doc["samples"]}
     assert back.inuse_bytes == pytest.approx(merged.inuse_bytes, rel=1e-3)  # type: ignore[union-attr]

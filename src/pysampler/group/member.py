@@ -45,6 +45,14 @@ POLL_INTERVAL = 0.1
 _log = logging.getLogger("pysampler.group")
 
 
+class Refused(Exception):
+    """A request a member will not serve, with an HTTP-like status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Settings:
     """The endpoint's settings, as the start-up hook read them from the
@@ -224,9 +232,9 @@ class Group:
     # -- answering the leader ------------------------------------------------
 
     def serve_connection(self, conn: socket.socket) -> None:
-        """Answer one request of the leader on ``conn``, then close it."""
-        from pysampler.server.query import HttpError
-
+        """Answer one request of the leader on ``conn``, then close it.
+        (Nothing heavy is imported for "info": a member may be answering
+        while its program still starts.)"""
         with conn:
             try:
                 message = channel.read_message(conn, HEADER_TIMEOUT)
@@ -245,8 +253,8 @@ class Group:
                     elif op == "heap_now":
                         reply = self._heap_now()
                     else:
-                        raise HttpError(400, f"unknown request {op!r}")
-                except HttpError as exc:
+                        raise Refused(400, f"unknown request {op!r}")
+                except Refused as exc:
                     reply = ({"ok": False, "status": exc.status, "error": str(exc)}, b"")
                 except (ValueError, TypeError, KeyError) as exc:
                     reply = ({"ok": False, "status": 400, "error": f"bad request: {exc}"}, b"")
@@ -266,13 +274,17 @@ class Group:
         from pysampler.server.query import HttpError
 
         kind = header["op"]
-        if kind == "cpu":
-            hz, mode = _control.validate(header["hz"], header["mode"])
-            session = sessions.begin(
-                self, "cpu", hz=hz, mode=mode, asyncio=bool(header.get("asyncio", False))
-            )
-        else:
-            session = sessions.begin(self, "heap", sample_bytes=float(header["sample_bytes"]))
+        try:
+            if kind == "cpu":
+                hz, mode = _control.validate(header["hz"], header["mode"])
+                session = sessions.begin(
+                    self, "cpu", hz=hz, mode=mode, asyncio=bool(header.get("asyncio", False))
+                )
+            else:
+                rate = float(header["sample_bytes"])
+                session = sessions.begin(self, "heap", sample_bytes=rate)
+        except HttpError as exc:
+            raise Refused(exc.status, str(exc)) from None
         try:
             conn.sendall(channel.encode({"started": True}))
             longest = time.monotonic() + self.settings.max_duration
@@ -283,12 +295,12 @@ class Group:
             if outcome == "gone":
                 return None
             if outcome == "cancelled":
-                raise HttpError(409, "the session was cancelled (/profile/cancel)")
+                raise Refused(409, "the session was cancelled (/profile/cancel)")
             profile = sessions.finish(session)
         finally:
             sessions.abort(session)
         if profile is None:
-            raise HttpError(409, f"the {kind} session was ended by the application")
+            raise Refused(409, f"the {kind} session was ended by the application")
         return {"ok": True, "member": self.info()}, wire.encode(profile)
 
     def _wait(self, conn: socket.socket, session: Session, end: float) -> str:
@@ -318,12 +330,11 @@ class Group:
     def _heap_now(self) -> tuple[dict[str, Any], bytes]:
         from pysampler import heap as _heap
         from pysampler.errors import ProfilerNotRunning
-        from pysampler.server.query import HttpError
 
         try:
             snap = _heap.snapshot()
         except ProfilerNotRunning:
-            raise HttpError(409, "no heap profiling session is running") from None
+            raise Refused(409, "no heap profiling session is running") from None
         return {"ok": True, "member": self.info()}, wire.encode(snap)
 
     # -- leaving -------------------------------------------------------------
@@ -409,6 +420,11 @@ def _after_fork_in_child() -> None:
     if parent is None:
         return
     _group = None
+    sessions = sys.modules.get("pysampler.server.sessions")
+    if sessions is not None:
+        # before the new member's thread may begin a session (its own
+        # at-fork handler may run after this one)
+        sessions.reset_after_fork()
     if parent.listener is not None:
         with contextlib.suppress(OSError):
             parent.listener.close()

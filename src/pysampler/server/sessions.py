@@ -4,6 +4,7 @@ of each kind (CPU, heap) may run at a time."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -130,9 +131,16 @@ def current(
         return session
 
 
+_reset_in = 0
+
+
 def reset_after_fork() -> None:
     """In a forked child: no session runs there, and the lock may have been
-    held by a thread that does not exist."""
-    global _sessions_lock
+    held by a thread that does not exist. Once per child (pysampler.group
+    calls it before a new member's thread may begin a session)."""
+    global _sessions_lock, _reset_in
+    if _reset_in == os.getpid():
+        return
+    _reset_in = os.getpid()
     _sessions_lock = threading.Lock()
     _current.clear()
