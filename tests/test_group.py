@@ -264,23 +264,6 @@ def assert_every_worker_on_top(fleet: Fleet, workers: set[int], tmp_path: Path) 
     return prof
 
 
-def go_tags(target: str, tmp_path: Path) -> str:
-    if helpers.GO is None:
-        pytest.skip("go tool pprof is not installed")
-    env = {k: v for k, v in _env().items()}
-    env.update(PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path))
-    out = subprocess.run(
-        [helpers.GO, "tool", "pprof", "-tags", target],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 def _needs(module: str) -> None:
     if shutil.which(module, path=str(BIN)) is None:
         pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
@@ -305,7 +288,9 @@ def test_gunicorn_workers_all_answer_one_request(tmp_path: Path, worker_class: s
             assert_every_worker_on_top(running, workers, tmp_path)
             if worker_class == "sync":
                 # go tool pprof reads the pid label straight from the port
-                tags = go_tags(f"{running.url}/debug/pprof/profile?seconds=2", tmp_path)
+                tags = helpers.go_pprof(
+                    f"{running.url}/debug/pprof/profile?seconds=2", tmp_path, "-tags"
+                )
                 pids = set(map(int, re.findall(r"^\s+\S+ \(\s*[\d.]+%\): (\d+)$", tags, re.M)))
                 assert workers <= pids, tags
 

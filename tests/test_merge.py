@@ -69,29 +69,10 @@ def test_pprof_labels_every_sample_with_its_pid_and_reads_it_back(
     assert back.metadata.notes == ("pid 303: lost",)
     path = tmp_path / "group.pb.gz"
     path.write_bytes(data)
-    if helpers.GO is None:
-        pytest.skip("go tool pprof is not installed")
-    import subprocess
-
-    tags = subprocess.run(
-        [helpers.GO, "tool", "pprof", "-tags", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"HOME": str(tmp_path), "PPROF_TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    ).stdout
-    assert re.search(r"pid: Total", tags)
-    assert set(re.findall(r"\): (\d+)$", tags.split("pid: Total")[1].split("\n\n")[0], re.M)) == {
-        "101",
-        "202",
-    }
-    comments = subprocess.run(
-        [helpers.GO, "tool", "pprof", "-comments", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"HOME": str(tmp_path), "PPROF_TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    ).stdout
+    tags = helpers.go_pprof(str(path), tmp_path, "-tags")
+    pids = tags.split("pid: Total")[1].split("\n\n")[0]
+    assert set(re.findall(r"\): (\d+)$", pids, re.M)) == {"101", "202"}
+    comments = helpers.go_pprof(str(path), tmp_path, "-comments")
     assert 'pysampler process pid=202 start=1700000001.000 role="forked from 101"' in comments
     assert "pysampler note: pid 303: lost" in comments
 

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 #: seconds a member may take, after the window ends, to stop its session,
 #: build its profile and send it; past it the profile is merged without it
 GRACE = 3.0
-#: a member has this long to accept a connection
-CONNECT_TIMEOUT = 1.0
 #: members have this long to say who they are (the index page)
 INFO_TIMEOUT = 1.0
 #: how often a waiting request looks for a client that hung up or a cancel
@@ -162,22 +160,26 @@ class Endpoint:
                     daemon=True,
                 ).start()
             else:
+                # without waiting: a Unix socket connects at once, unless
+                # the member has left its queue full (it is stopped or hung)
                 try:
-                    sock = channel.connect(
-                        rundir.socket_path(self.group.path, pid), CONNECT_TIMEOUT
-                    )
+                    sock = channel.connect(rundir.socket_path(self.group.path, pid), 0.0)
                 except (FileNotFoundError, ConnectionRefusedError):
                     self._forget(pid)
                     calls.append(_Call(pid, None, why="exited before the request"))
+                    continue
+                except BlockingIOError:
+                    why = "unreachable (its control socket's queue is full: is it stopped?)"
+                    calls.append(_Call(pid, None, why=why))
                     continue
                 except OSError as exc:
                     calls.append(_Call(pid, None, why=f"unreachable ({exc})"))
                     continue
             call = _Call(pid, sock)
             try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                sock.sendall(data)
                 sock.setblocking(False)
+                if sock.send(data) != len(data):  # a few hundred bytes: never cut short
+                    call.why = "unreachable (its socket takes no more data)"
             except OSError as exc:
                 call.why = f"unreachable ({exc})"
             calls.append(call)
