@@ -377,6 +377,38 @@ def test_master_exits_and_a_worker_takes_the_port(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
+def test_gunicorn_restarted_with_usr2_keeps_its_endpoint(tmp_path: Path) -> None:
+    """gunicorn's zero-downtime upgrade: USR2 starts a new master (fork and
+    exec, so its hook joins the group) with new workers; TERM to the old
+    master ends it and its workers; a process of the new generation takes
+    the port."""
+    _needs("gunicorn")
+    (tmp_path / "app.py").write_text(WSGI_APP)
+    app_port = free_port()
+    argv = [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{app_port}", "app:app"]
+    with fleet(tmp_path, argv) as running:
+        old = set(running.wait_for(3))
+        os.kill(running.proc.pid, signal.SIGUSR2)
+        found = running.wait_for(6)
+        (new_master,) = (p for p, r in found.items() if r == f"child of {running.proc.pid}")
+        new = {new_master} | children(new_master)
+        assert set(found) == old | new, found
+        os.kill(running.proc.pid, signal.SIGTERM)
+        running.proc.wait(30)
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError, AssertionError):
+                if set(running.members()) == new:
+                    break
+            assert time.monotonic() < deadline, running.stderr()
+            time.sleep(0.2)
+        with load(f"http://127.0.0.1:{app_port}/"):
+            headers, prof = running.profile(2)
+        assert set(map(int, headers["X-Pysampler-Pids"].split())) == new
+        assert prof.functions()[0].function == "hot_handler", prof.top(5)
+
+
 # -- isolation --------------------------------------------------------------------
 
 
