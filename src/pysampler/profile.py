@@ -266,9 +266,12 @@ class Profile:
             f"over {m.duration:.2f} s, {len(self.threads)} threads, "
             f"{m.hz_delivered:.0f} Hz delivered ({m.hz_requested:g} requested)"
         )
+        if self.processes:
+            head += f", {len(self.processes)} processes"
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
-        lines = [head, f"{'self %':>7} {'total %':>7}  {'function':<40} location"]
+        lines = [head, *(f"note: {note}" for note in m.notes)]
+        lines.append(f"{'self %':>7} {'total %':>7}  {'function':<40} location")
         for row in self.functions()[: max(0, n)]:
             share = 100.0 / total if total else 0.0
             where = f"{row.filename}:{row.first_line}" if row.filename else ""
