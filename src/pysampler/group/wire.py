@@ -4,9 +4,13 @@ as they are, rather than a file format.
 A JSON part (frames, threads, metadata) and the columns' raw bytes, read
 through the buffer protocol (whatever holds a column) and rebuilt as
 ``array.array``: a copy, no parsing, no numpy. Both ends run on one host,
-so native byte order is fine. Measured against pprof (each member writes
-it, the leader reads it back) on a 3 s profile of 4 busy threads at
-100 Hz: see docs/http-endpoint.md.
+so native byte order is fine. Measured against pprof as the alternative
+(each member writes it, the leader reads it back with our reader): a 3 s
+profile of 4 busy threads (309 samples) takes 0.06 ms to encode and
+decode against 0.5 ms; a large one (100,000 samples, 20,000 stack nodes)
+2 ms against 5.3 s (pprof keeps no per-sample rows, so reading it builds
+one per counted sample, and loses the timestamps a ``.cpuprofile``
+needs). The price is size, 3.4 MB against 1.0 MB, on a local socket.
 """
 
 from __future__ import annotations
