@@ -29,8 +29,8 @@ import sys
 from typing import Any
 
 
-def _warn(message: str) -> None:
-    text = f"pysampler: {message}; the profiling endpoint is off"
+def _warn(message: str, outcome: str = "the profiling endpoint is off") -> None:
+    text = f"pysampler: {message}; {outcome}"
     try:
         import warnings
 
@@ -110,7 +110,15 @@ def _serve(port: int, group_dir: str, settings: dict[str, Any]) -> tuple[Any, bo
     config = member.Settings(port, **settings)
     if group_dir:
         return member.join(group_dir, config), False
-    return member.found(config), True
+    try:
+        return member.found(config), True
+    except member.rundir.NotPrivate as exc:
+        # e.g. another user made $TMPDIR/pysampler-<uid> first: no group,
+        # but this process is still served
+        _warn(f"cannot make a process group ({exc})", "serving this process alone")
+        from pysampler.server import serve
+
+        return serve(port, **settings), True
 
 
 _start()

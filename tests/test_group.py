@@ -682,3 +682,37 @@ def test_children_opt_out_and_pip_is_untouched(tmp_path: Path) -> None:
         assert set(found) == {running.proc.pid, joined}, (found, kids)
         assert len(kids) == 2  # the opted-out child runs, outside the group
         assert found[joined].startswith(f"child of {running.proc.pid}")
+
+
+@pytest.mark.parametrize("plant", ["open to others", "symlink"])
+def test_a_planted_user_directory_is_refused_and_the_process_served_alone(
+    tmp_path: Path, plant: str
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    user_dir = tmp / f"pysampler-{os.geteuid()}"
+    if plant == "symlink":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        user_dir.symlink_to(elsewhere)
+    else:
+        user_dir.mkdir()
+        user_dir.chmod(0o777)
+    script = tmp_path / "lone.py"
+    script.write_text(HOT + "\nwhile True:\n    hot_handler()\n")
+    with fleet(tmp_path, [sys.executable, str(script)], TMPDIR=str(tmp)) as running:
+        deadline = time.monotonic() + 30
+        while "serving this process alone" not in running.stderr():
+            assert time.monotonic() < deadline, running.stderr()
+            time.sleep(0.1)
+        assert "cannot make a process group" in running.stderr()
+        while True:
+            with contextlib.suppress(OSError):
+                status, headers, _ = get(f"{running.url}/debug/pprof/profile?seconds=0.3")
+                break
+            assert time.monotonic() < deadline, running.stderr()
+            time.sleep(0.1)
+        assert status == 200
+        assert "X-Pysampler-Pids" not in headers
+        # nothing was made in the planted directory
+        assert not list(user_dir.iterdir())
