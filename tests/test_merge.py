@@ -138,4 +138,10 @@ def test_heap_profiles_merge_with_a_pid_per_row() -> None:
     tops = [c["callFrame"]["functionName"] for c in doc["head"]["children"]]
     assert sorted(tops) == ["Process 101: founder", "Process 202: forked from 101"]
     assert {s["nodeId"] for s in doc["samples"]}
+    tree = html.heap_tree_data(merged)
+    tops = [i for i, p in enumerate(tree["parent"]) if p == 0]
+    assert sorted(tree["fn"][i] for i in tops) == [-2, -1]
+    assert tree["processes"] == ["Process 101: founder", "Process 202: forked from 101"]
+    per_process = [tree["views"]["inuse_space"]["value"][i] for i in tops]
+    assert per_process[0] == pytest.approx(per_process[1], rel=1e-6)
     assert back.inuse_bytes == pytest.approx(merged.inuse_bytes, rel=1e-3)  # type: ignore[union-attr]

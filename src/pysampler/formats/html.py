@@ -140,7 +140,9 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
     """The call tree of a heap profile, as JSON-ready data for the page.
 
     Node 0 is the root; further nodes are calls, ``fn`` indexing
-    ``functions`` (there is no thread level). ``views`` holds, per view
+    ``functions`` (there is no thread level; in a profile of several
+    processes, a level of process nodes, ``fn`` ``-1 - process index``,
+    comes first). ``views`` holds, per view
     (``inuse_space``, ``inuse_objects``, ``alloc_space``,
     ``alloc_objects``), each node's total estimate (rounded) and sample
     count; ``value`` and ``samples`` are those of the profile's own view in
@@ -152,13 +154,17 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
     fn = [-1]
     children: dict[tuple[int, int], int] = {}
     tree_of_stack: dict[int, int] = {}
+    process_index = {p.pid: i for i, p in enumerate(profile.processes)}
 
-    def tree_node(stack_node: int) -> int:
+    def tree_node(stack_node: int, pid: int) -> int:
+        # stack trees of different processes share no node
         found = tree_of_stack.get(stack_node)
         if found is None:
             found = 0
-            for fid in profile.stack_of(stack_node):
-                key = (found, fn_of_frame[fid])
+            path = [-1 - process_index[pid]] if process_index else []
+            path += [fn_of_frame[fid] for fid in profile.stack_of(stack_node)]
+            for f in path:
+                key = (found, f)
                 node = children.get(key)
                 if node is None:
                     node = children[key] = len(parent)
@@ -168,7 +174,10 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
             tree_of_stack[stack_node] = found
         return found
 
-    leaf = np.array([tree_node(int(s)) for s in profile.stack.tolist()], dtype=np.int64)
+    leaf = np.array(
+        [tree_node(s, p) for s, p in zip(profile.stack.tolist(), profile.pid.tolist())],
+        dtype=np.int64,
+    )
     n = len(parent)
     # each node's own share, then added up the tree (a parent's id is smaller)
     columns = {
@@ -214,6 +223,7 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
         "python": meta.python_version,
         "dropped": meta.dropped_samples,
         "threads": [],
+        "processes": [process_title(p) for p in profile.processes],
         "functions": [list(k) for k in functions],
         "parent": [new[parent[o]] if o else -1 for o in order],
         "fn": [fn[o] for o in order],
