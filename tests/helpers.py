@@ -71,6 +71,15 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     return proc
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without our variables (a child would start an
+    endpoint of its own) and without proxies for loopback, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
 GO = shutil.which("go")
 #: a row of ``go tool pprof -top``: flat value with its unit, then flat%
 PPROF_ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")

@@ -116,11 +116,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
-    env["NO_PROXY"] = env["no_proxy"] = "*"
-    env.update(extra)
-    return env
+_env = helpers.clean_env
 
 
 def get(url: str, timeout: float = 60) -> tuple[int, Any, bytes]:
