@@ -16,7 +16,7 @@ venv: $(PY)
 build: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
-## demo: profile the bundled demo program; writes demo.pprof and demo.cpuprofile
+## demo: profile the bundled demo program; writes demo.html, demo.pprof and demo.cpuprofile
 demo: $(PY)
 	$(PY) -m pip install -q -e .
 	$(PY) -m pysampler.demo
@@ -33,7 +33,7 @@ lint: $(PY)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy --strict -p pysampler
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint --max-line-length 100 src/_sampler.pyx
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint --max-line-length 100 src/_sampler.pyx src/_columns.pyx src/_heapgraph.pyx
 
 ## bench: the full overhead suite (~30 min); writes docs/benchmarks/results.{json,md} and overhead.png
 bench: $(PY)
@@ -48,7 +48,7 @@ bench-quick: $(PY)
 .PHONY: bench bench-quick
 
 clean:
-	rm -rf build dist $(VENV) src/*.egg-info src/_sampler.c src/pysampler/*.so
+	rm -rf build dist $(VENV) src/*.egg-info src/_sampler.c src/_columns.c src/pysampler/*.so
 
 ## matrix: the checks that need more than `make test` (root, network, ~1 GB of
 ## Debian chroots cached in ~/.cache/pysampler-matrix): workflows, wheel

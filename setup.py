@@ -1,15 +1,32 @@
-"""Build of the native core: src/_sampler.pyx becomes pysampler._sampler.
+"""Build of the native parts: src/_sampler.pyx becomes pysampler._sampler
+(the sampler), src/_columns.pyx becomes pysampler._columns (the loops over
+a profile's rows that building and writing it needs).
 
-The extension is named explicitly because its source sits outside the
-package directory, beside the C headers it includes (src/_sampler/*.h).
+The extensions are named explicitly because their sources sit outside the
+package directory, the sampler's beside the C headers it includes
+(src/_sampler/*.h).
 """
 
 import os
+import runpy
 import sys
 
-from Cython.Build import cythonize
-from setuptools import Extension, setup
-from setuptools.command.build_py import build_py
+# CPython versions the native core was checked against: a newer one is
+# refused first thing (and by #error fences in pyframes.h and tasks.h),
+# unless PYSAMPLER_ALLOW_UNTESTED_PYTHON=1
+_here = os.path.dirname(os.path.abspath(__file__))
+_support = runpy.run_path(os.path.join(_here, "src", "pysampler", "_support.py"))
+_problem = _support["version_problem"]()
+if _problem is not None:
+    sys.exit(f"error: {_problem}")
+
+from Cython.Build import cythonize  # noqa: E402
+from setuptools import Extension, setup  # noqa: E402
+from setuptools.command.build_py import build_py  # noqa: E402
+
+define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if _support["untested_allowed"]():
+    define_macros.append(("PYSAMPLER_ALLOW_UNTESTED_PYTHON", "1"))
 
 extra_compile_args = []
 if sys.platform != "win32":
@@ -30,9 +47,15 @@ extension = Extension(
         "src/_sampler/heap.h",
         "src/_sampler/tasks.h",
     ],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    define_macros=define_macros,
     extra_compile_args=extra_compile_args,
     libraries=libraries,
+)
+
+columns = Extension(
+    "pysampler._columns",
+    sources=["src/_columns.pyx"],
+    extra_compile_args=extra_compile_args,
 )
 
 #: Start-up hook for ``PYSAMPLER_PORT=9119 python app.py``: site.py runs this
@@ -60,7 +83,26 @@ class build_py_with_hook(build_py):
             f.write(HOOK_LINE)
 
 
+#: The heap snapshot's graph walk: a module of its own, apart from the
+#: sampler's primitives (it only shares pyframes.h, for thread stacks).
+heapgraph = Extension(
+    "pysampler._heapgraph",
+    sources=["src/_heapgraph.pyx"],
+    include_dirs=["src"],
+    depends=[
+        "src/_heapgraph/graph.h",
+        "src/_heapgraph/out.h",
+        "src/_heapgraph/pyobjects.h",
+        "src/_heapgraph/refs.h",
+        "src/_heapgraph/tables.h",
+        "src/_heapgraph/walk.h",
+        "src/_sampler/pyframes.h",
+        "src/_sampler/tables.h",
+    ],
+    extra_compile_args=extra_compile_args,
+)
+
 setup(
-    ext_modules=cythonize([extension], language_level=3),
+    ext_modules=cythonize([extension, columns, heapgraph], language_level=3),
     cmdclass={"build_py": build_py_with_hook},
 )

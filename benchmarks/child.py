@@ -32,6 +32,11 @@ def _profiler(config: dict[str, Any], outdir: str) -> tuple[Callable[[], None], 
     kind, name = config["kind"], config["name"]
     if kind in ("none", "external"):
         return (lambda: None), (lambda: None)
+    if kind == "import":
+        # what a program that imports pysampler but is not profiling holds
+        from pysampler import start, stop  # noqa: F401
+
+        return (lambda: None), (lambda: None)
     if kind == "pysampler":
         import pysampler
 
@@ -46,7 +51,7 @@ def _profiler(config: dict[str, Any], outdir: str) -> tuple[Callable[[], None], 
                 "served_by_timer": meta.served_by_timer,
                 "missed_ticks": meta.missed_ticks,
                 "dropped_samples": meta.dropped_samples,
-                "samples": len(prof.stack),
+                "samples": prof.sample_count,
                 "duration_s": meta.duration,
             }
 

@@ -22,7 +22,9 @@ class Config:
 
     name: str
     description: str
-    kind: str  #: "none", "pysampler", "inprocess" (a peer) or "external"
+    #: "none", "import" (pysampler imported, no session), "pysampler",
+    #: "inprocess" (a peer) or "external"
+    kind: str
     hz: float | None = None  #: sampling rate, where the tool has one
     mode: str | None = None  #: pysampler's "cpu" or "wall"
     prefix: tuple[str, ...] = ()  #: external: command before ``python child.py``
@@ -46,6 +48,11 @@ DDTRACE_ENV = {
 
 CONFIGS: tuple[Config, ...] = (
     Config("none", "no profiler", "none"),
+    Config(
+        "pysampler-import",
+        "pysampler imported (start and stop resolved), nothing started: the import cost",
+        "import",
+    ),
     Config("pysampler-cpu-100", "pysampler, CPU mode, 100 Hz", "pysampler", 100, "cpu"),
     Config("pysampler-cpu-1000", "pysampler, CPU mode, 1000 Hz", "pysampler", 1000, "cpu"),
     Config("pysampler-wall-100", "pysampler, wall mode, 100 Hz", "pysampler", 100, "wall"),
@@ -124,6 +131,7 @@ BY_NAME = {c.name: c for c in CONFIGS}
 #: what ``--quick`` compares
 QUICK = (
     "none",
+    "pysampler-import",
     "pysampler-cpu-100",
     "pysampler-cpu-1000",
     "pysampler-wall-100",
@@ -174,7 +182,7 @@ def unavailable(config: Config, outdir: str) -> str | None:
                 err[-1] if err else "no output"
             )
         return None
-    module = _IMPORTS["pysampler" if config.kind == "pysampler" else config.name]
+    module = _IMPORTS["pysampler" if config.kind in ("pysampler", "import") else config.name]
     proc = subprocess.run(
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
     )

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import workloads
 
-#: bytes per row of the native sample table (src/_sampler/tables.h: int32 stack and
-#: thread, int64 time, cpu ns and wall ns)
-SAMPLE_ROW_BYTES = 32
+#: bytes per row of the native sample table (src/_sampler/tables.h: int32 stack,
+#: thread and sample count, int64 time, cpu ns and wall ns)
+SAMPLE_ROW_BYTES = 36
 
 
 def _rss_bytes() -> int:
@@ -49,12 +49,13 @@ def _at_depth(depth: int, fn: Callable[[], Any]) -> Any:
 def latency(spec: dict[str, Any]) -> dict[str, Any]:
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     import pysampler
+    from pysampler import start, stop  # noqa: F401  (names resolve on first use)
 
     import_s = time.perf_counter() - t0
     import_cpu_s = time.process_time() - c0
     # keep this thread busy for half a second: whatever CPU the process uses
-    # beyond this thread's own is other threads' (numpy's OpenBLAS pool spins
-    # for a while after import)
+    # beyond this thread's own is other threads' (a library's thread pool
+    # spinning after import would show here)
     end = time.perf_counter() + 0.5
     while time.perf_counter() < end:
         _spin(1_000)
@@ -81,7 +82,7 @@ def latency(spec: dict[str, Any]) -> dict[str, Any]:
         c = time.perf_counter()
         prof = pysampler.stop()
         busy_stops.append(time.perf_counter() - c)
-        busy_samples.append(len(prof.stack))
+        busy_samples.append(prof.sample_count)
     return {
         "import_s": import_s,
         "import_cpu_s": import_cpu_s,
@@ -133,7 +134,7 @@ def sample_cost(spec: dict[str, Any]) -> dict[str, Any]:
             on.append(timed())
             prof = pysampler.stop()
             events.append(prof.metadata.sampling_events)
-            samples.append(len(prof.stack))
+            samples.append(prof.sample_count)
 
     try:
         _at_depth(depth, alternate)
@@ -216,13 +217,11 @@ def memory(spec: dict[str, Any]) -> dict[str, Any]:
     points = track(seconds, base)
     prof = pysampler.stop()
     after_stop = _rss_bytes() - base
-    arrays = (prof.stack, prof.thread, prof.time_ns, prof.cpu_ns, prof.wall_ns)
-    profile_bytes = (
-        sum(a.nbytes for a in arrays) + prof.stack_parent.nbytes + prof.stack_frame.nbytes
-    )
+    columns = ("stack_parent", "stack_frame", "stack", "thread", "time_ns", "cpu_ns", "wall_ns")
+    profile_bytes = sum(len(prof.column(c)) * prof.column(c).itemsize for c in (*columns, "count"))
     slope, intercept = _slope(points, seconds)
     duration = prof.metadata.duration
-    samples = len(prof.stack)
+    samples = len(prof.column("stack"))
     return {
         "workload": spec.get("workload", "richards"),
         "control_rss_growth_bytes": control[-1][1],
@@ -236,9 +235,10 @@ def memory(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_growth_10min_projected_bytes": intercept + slope * 600,
         "samples": samples,
         "samples_10min_projected": samples / duration * 600,
+        "row_bytes": SAMPLE_ROW_BYTES,
         "sample_table_bytes": samples * SAMPLE_ROW_BYTES,
         "sample_table_10min_projected_bytes": samples / duration * 600 * SAMPLE_ROW_BYTES,
-        "stack_nodes": len(prof.stack_parent),
+        "stack_nodes": len(prof.column("stack_parent")),
         "frames": len(prof.frames),
         "profile_array_bytes": profile_bytes,
         "hz_delivered": prof.metadata.hz_delivered,

@@ -35,12 +35,10 @@ import report  # noqa: E402
 import workloads  # noqa: E402
 
 CHILD = os.path.join(HERE, "child.py")
-#: Environment of the measured children. Importing pysampler imports numpy,
-#: whose OpenBLAS thread pool busy-waits on another core for a fraction of a
-#: second after import (about 60 ms of CPU here), which would land in the
-#: first timed body of every pysampler run although it has nothing to do with
-#: sampling; no workload uses BLAS. The latency micro-benchmark measures that
-#: one-off cost with the default pool instead.
+#: Environment of the measured children. pysampler does not import numpy;
+#: should anything in a child (a peer, a benchmark's own analysis after the
+#: timed body) import it, its OpenBLAS pool must not busy-wait on another
+#: core during a timed body (no workload uses BLAS).
 CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 PEER_PACKAGES = (
     "pysampler",

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 Body = Callable[[int], None]
 
-#: pyperformance benchmarks, by family: many calls, arithmetic, C-heavy,
-#: generators/coroutines
+#: pyperformance benchmarks, by family: many calls, arithmetic (float also
+#: allocates heavily), C-heavy, object graphs (deepcopy), generators/coroutines
 PYPERFORMANCE = (
     "richards",
     "deltablue",
@@ -32,6 +32,7 @@ PYPERFORMANCE = (
     "raytrace",
     "nbody",
     "float",
+    "deepcopy",
     "spectral_norm",
     "json_dumps",
     "regex_v8",

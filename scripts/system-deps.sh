@@ -1,6 +1,6 @@
 #!/bin/sh
 # Debian packages the test suite reads our output with (go tool pprof,
-# chromium, npm).
+# chromium, npm) and drives the CLI in (tmux).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -eu
 
@@ -12,6 +12,8 @@ command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v npm >/dev/null 2>&1 || need="$need npm"
 # the HTTP endpoint's tests fetch profiles with curl
 command -v curl >/dev/null 2>&1 || need="$need curl"
+# `pysampler top URL` is driven in a real terminal
+command -v tmux >/dev/null 2>&1 || need="$need tmux"
 
 if [ -n "$need" ]; then
     SUDO=""

@@ -1,5 +1,5 @@
 #!/bin/sh
-# npm packages the test suite opens our output in (speedscope), from
+# npm packages the test suite opens our output in (speedscope, memlab), from
 # tests/viewers/package.json and its lock file. Skips npm when the
 # installed tree already matches the lock file.
 set -eu
@@ -13,5 +13,7 @@ fi
 if cmp -s package-lock.json node_modules/.installed-from-lock 2>/dev/null; then
     exit 0
 fi
-npm ci --no-audit --no-fund --loglevel=error
+# No install scripts: memlab depends on puppeteer, whose postinstall would
+# download a browser (the tests drive Debian's chromium, never a download).
+PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 cp package-lock.json node_modules/.installed-from-lock

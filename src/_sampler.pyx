@@ -9,9 +9,19 @@ sampler itself; see core.h for how a sample is taken.
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython cimport array
 from cpython.object cimport PyObject
+from cpython.pystate cimport PyInterpreterState
 
-import numpy as np
+import array
+
+# Columns leave as array.array ('i': int32, 'q': int64), copied with one
+# memcpy each: no numpy in the profiled process (Profile makes numpy views
+# of them only when the analysis API asks).
+cdef array.array _INT32 = array.array("i")
+cdef array.array _INT64 = array.array("q")
+if _INT32.itemsize != 4:
+    raise ImportError("pysampler needs a 4-byte C int")
 
 
 cdef extern from "_sampler/core.h" nogil:
@@ -26,6 +36,7 @@ cdef extern from "_sampler/core.h" nogil:
         int64_t *time_ns
         int64_t *cpu_ns
         int64_t *wall_ns
+        int32_t *nsamples
         size_t count
 
     ctypedef struct ps_sampler:
@@ -66,6 +77,7 @@ cdef extern from "_sampler/core.h" nogil:
     void ps_after_fork_child()
     int64_t ps_monotonic_ns()
     int ps_code_line(PyObject *code, int offset)
+    int ps_eval_breaker_set()
 
     # asyncio task stacks (tasks.h)
     ctypedef struct ps_tasks:
@@ -73,7 +85,7 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t task_samples
         uint64_t dropped
     ps_tasks ps_T
-    int PS_FRAME_TASK, PS_FRAME_AWAIT
+    int PS_FRAME_TASK, PS_FRAME_AWAIT, PS_FRAME_AWAIT_TASK
     int ps_tasks_prepare(object config) with gil
     Py_ssize_t ps_tasks_probe(object probe) with gil
 
@@ -86,7 +98,21 @@ class NotRunning(RuntimeError):
     """The native sampler runs no session."""
 
 
+cdef extern from "Python.h":
+    PyInterpreterState *PyInterpreterState_Get()
+    PyInterpreterState *PyInterpreterState_Main()
+
+# The package refuses subinterpreters before loading this module (see
+# pysampler/_support.py); this is the check of last resort, for a Python
+# where it cannot tell. The sampler walks the main interpreter only.
+if PyInterpreterState_Get() != PyInterpreterState_Main():
+    raise ImportError("pysampler cannot be imported in a subinterpreter: "
+                      "it samples the main interpreter only")
+
 MODES = {"cpu": 0, "wall": 1}
+
+#: bytes of one sample row (stack, thread, time, CPU and wall columns)
+SAMPLE_ROW_BYTES = 2 * sizeof(int32_t) + 3 * sizeof(int64_t)
 
 #: name of the pseudo-thread whose rows are asyncio task stacks
 TASKS_THREAD_NAME = "asyncio tasks"
@@ -138,15 +164,20 @@ def is_running():
     return ps_atomic_load(&ps_S.state) != PS_IDLE
 
 
-def stop():
-    """End the session and return its raw tables (see _sampler.pyi)."""
+def stop(bint discard=False):
+    """End the session and return its raw tables (see _sampler.pyi), or
+    None with ``discard``."""
     if ps_begin_stop() != PS_OK:
         raise NotRunning("the sampler is not running")
     with nogil:
         ps_join_timer()
     ps_end_stop()
+    # The state stays STOPPING until ps_reset(): copying the tables runs
+    # Python code (thread names, a collection's finalizers), where a
+    # signal handler may call start(), which must be refused rather than
+    # free the tables being read here.
     try:
-        return _raw_tables()
+        return None if discard else _raw_tables()
     finally:
         ps_reset()
 
@@ -172,19 +203,23 @@ def monotonic_ns():
     return ps_monotonic_ns()
 
 
-cdef object _copy_int32(int32_t *src, size_t n):
-    arr = np.empty(n, dtype=np.int32)
-    cdef int32_t[::1] view = arr
+def eval_breaker_set():
+    """True while this thread's eval breaker asks for work (tests check it
+    is clear once stop() has returned)."""
+    return ps_eval_breaker_set() != 0
+
+
+cdef array.array _copy_int32(const void *src, size_t n):
+    cdef array.array arr = array.clone(_INT32, n, False)
     if n:
-        memcpy(&view[0], src, n * sizeof(int32_t))
+        memcpy(arr.data.as_voidptr, src, n * sizeof(int32_t))
     return arr
 
 
-cdef object _copy_int64(int64_t *src, size_t n):
-    arr = np.empty(n, dtype=np.int64)
-    cdef int64_t[::1] view = arr
+cdef array.array _copy_int64(const void *src, size_t n):
+    cdef array.array arr = array.clone(_INT64, n, False)
     if n:
-        memcpy(&view[0], src, n * sizeof(int64_t))
+        memcpy(arr.data.as_voidptr, src, n * sizeof(int64_t))
     return arr
 
 
@@ -203,18 +238,20 @@ cdef object _raw_tables():
             waited = <object>code
             frames.append(("(ready to run)" if waited is None
                            else f"(awaiting {waited.__name__})", 0))
+        elif offset == PS_FRAME_AWAIT_TASK:
+            awaited = <object>code  # the awaited task's coroutine's code
+            name = getattr(awaited, "co_qualname", None) or awaited.co_name
+            frames.append((f"(awaiting Task: {name})", 0))
         elif code == NULL:
             frames.append((None, 0))  # the synthetic "truncated" frame
         else:
             frames.append((<object>code, ps_code_line(code, offset)))
 
-    parent = np.empty(s.nodes.count, dtype=np.int32)
-    frame = np.empty(s.nodes.count, dtype=np.int32)
-    cdef int32_t[::1] pv = parent
-    cdef int32_t[::1] fv = frame
+    cdef array.array parent = array.clone(_INT32, s.nodes.count, False)
+    cdef array.array frame = array.clone(_INT32, s.nodes.count, False)
     for i in range(s.nodes.count):
-        pv[i] = <int32_t>(<int64_t>s.nodes.key_a[i] - 1)
-        fv[i] = <int32_t>s.nodes.key_b[i]
+        parent.data.as_ints[i] = <int32_t>(<int64_t>s.nodes.key_a[i] - 1)
+        frame.data.as_ints[i] = <int32_t>s.nodes.key_b[i]
 
     threads = []
     for i in range(s.threads.count):
@@ -243,6 +280,7 @@ cdef object _raw_tables():
         "time_ns": _copy_int64(s.samples.time_ns, n),
         "cpu_ns": _copy_int64(s.samples.cpu_ns, n),
         "wall_ns": _copy_int64(s.samples.wall_ns, n),
+        "count": _copy_int32(s.samples.nsamples, n),
         "threads": threads,
         "start_ns": s.start_ns,
         "stop_ns": s.stop_ns,
@@ -349,20 +387,13 @@ def heap_after_fork_child():
     ps_heap_after_fork_child()
 
 
-cdef object _copy_u64_as_int64(uint64_t *src, size_t n):
-    arr = np.empty(n, dtype=np.int64)
-    cdef int64_t[::1] view = arr
-    if n:
-        memcpy(&view[0], src, n * sizeof(int64_t))
-    return arr
-
-
 cdef object _heap_tables():
     cdef ps_heap_copy c
     cdef uint32_t i
     cdef int was_busy = ps_H.busy
     cdef PyObject *code
     cdef int key
+    cdef array.array parent, frame, alloc_node, live_node
     # our own allocations while we copy and build are not the program's
     ps_H.busy = 1
     try:
@@ -378,24 +409,29 @@ cdef object _heap_tables():
                     frames.append((None, -1 if key == PS_HEAP_NATIVE_CODE else 0))
                 else:
                     frames.append((<object>code, ps_code_line(code, key)))
-            parent = np.empty(c.nnodes, dtype=np.int32)
-            frame = np.empty(c.nnodes, dtype=np.int32)
+            parent = array.clone(_INT32, c.nnodes, False)
+            frame = array.clone(_INT32, c.nnodes, False)
             for i in range(c.nnodes):
-                parent[i] = <int32_t>(<int64_t>c.node_parent[i] - 1)
-                frame[i] = <int32_t>c.node_frame[i]
-            live_node = np.empty(c.nlive, dtype=np.int32)
-            if c.nlive:
-                live_node[:] = <uint32_t[:c.nlive]>c.live_node
+                parent.data.as_ints[i] = <int32_t>(<int64_t>c.node_parent[i] - 1)
+                frame.data.as_ints[i] = <int32_t>c.node_frame[i]
+            alloc_node = array.clone(_INT32, c.nallocs, False)
+            for i in range(c.nallocs):
+                alloc_node.data.as_ints[i] = <int32_t>c.alloc_node[i]
+            live_node = array.clone(_INT32, c.nlive, False)
+            for i in range(c.nlive):
+                live_node.data.as_ints[i] = <int32_t>c.live_node[i]
+            # sizes, counts and ordinals are far below 2**63: the uint64
+            # columns copy as int64 unchanged
             raw = {
                 "frames": frames,
                 "node_parent": parent,
                 "node_frame": frame,
-                "alloc_node": _copy_u64_as_int64(c.alloc_node, c.nallocs).astype(np.int32),
-                "alloc_size": _copy_u64_as_int64(c.alloc_size, c.nallocs),
-                "alloc_count": _copy_u64_as_int64(c.alloc_count, c.nallocs),
+                "alloc_node": alloc_node,
+                "alloc_size": _copy_int64(c.alloc_size, c.nallocs),
+                "alloc_count": _copy_int64(c.alloc_count, c.nallocs),
                 "live_node": live_node,
-                "live_size": _copy_u64_as_int64(c.live_size, c.nlive),
-                "live_ordinal": _copy_u64_as_int64(c.live_ordinal, c.nlive),
+                "live_size": _copy_int64(c.live_size, c.nlive),
+                "live_ordinal": _copy_int64(c.live_ordinal, c.nlive),
                 "sample_bytes": ps_H.rate,
                 "max_depth": ps_H.max_depth,
                 "start_ns": ps_H.start_ns,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,50 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     return proc
 
 
+def endpoint_url(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The address a process's start-up hook printed on its stderr (it does
+    so for PYSAMPLER_PORT=0)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(0.5):
+                line = proc.stderr.readline()
+                match = re.search(r"profiling endpoint on (http://\S+)", line)
+                if match:
+                    return match.group(1)
+                assert line, f"the process exited: {proc.communicate(timeout=60)}"
+    raise AssertionError("the endpoint did not start")
+
+
+def stderr_on_a_terminal(cmd: list[str], **popen: object) -> tuple[int, str]:
+    """Run ``cmd`` with its stderr on a pseudo-terminal (stdout a pipe);
+    (exit status, everything it wrote to stderr)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower, **popen)  # type: ignore[call-overload]
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return proc.returncode, b"".join(chunks).decode()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without our variables (a child would start an
     endpoint of its own) and without proxies for loopback, plus ``extra``."""
@@ -112,3 +158,37 @@ def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[li
     split into fields)."""
     text = go_pprof(target, tmp_path, *flags, "-top")
     return text, [ln.split() for ln in text.splitlines() if PPROF_ROW.match(ln)]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sources() -> list[str]:
+    """``[tool.cibuildwheel] test-sources``: all of the repository a wheel's
+    test step has (tests/run_installed.py runs there, from a copy)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r"^test-sources\s*=\s*\[([^\]]*)\]", text, re.MULTILINE)
+    assert match, "pyproject.toml has no [tool.cibuildwheel] test-sources"
+    return re.findall(r'"([^"]+)"', match.group(1))
+
+
+def repo_path(relative: str) -> Path:
+    """A file of the repository, outside tests/, that a test reads.
+
+    Wheels are tested from a copy of ``test-sources`` only, so reading
+    anything else passes here and fails in every wheel job of the release.
+    This fails at once instead, in the source tree too.
+    """
+    top = relative.split("/", 1)[0]
+    sources = test_sources()
+    assert top in sources, (
+        f"{relative} is outside [tool.cibuildwheel] test-sources {sources}: add {top!r} "
+        "there, or the wheels' test step cannot find it"
+    )
+    manifest = ROOT / "MANIFEST.in"  # absent from a wheel's test copy
+    if manifest.exists() and top not in ("tests", "pyproject.toml"):
+        # wheels are built, and their tests copied, from the sdist
+        assert re.search(rf"^graft {re.escape(top)}\s*$", manifest.read_text(), re.MULTILINE), (
+            f"MANIFEST.in does not graft {top}: the sdist, and so the wheels' tests, lack it"
+        )
+    return ROOT / relative

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -129,12 +129,17 @@ def test_running_task_is_not_counted_twice(server_profile: Profile) -> None:
     meta = server_profile.metadata
     assert meta.asyncio and meta.task_samples > 0
     assert meta.dropped_task_samples == 0
-    # each task has at most one sample per sampling event
+    # each task has at most one sample per sampling event: at most one per
+    # client task and one per connection task (tasks of a coroutine share
+    # a root; asyncio named them all)
     tasks_thread = [i for i, t in enumerate(server_profile.threads) if t.name == TASKS_THREAD]
     rows = np.isin(server_profile.thread, tasks_thread)
+    assert int(rows.sum()) == meta.task_samples
     roots = [server_profile.stack_of(int(n))[0] for n in server_profile.stack[rows]]
-    pairs = list(zip(server_profile.time_ns[rows].tolist(), roots))
-    assert len(pairs) == len(set(pairs)) == meta.task_samples
+    per_event = Counter(zip(server_profile.time_ns[rows].tolist(), roots))
+    limit = {"Task: client": len(REQUESTS), "Task: serve_client": len(REQUESTS)}
+    for (_, root), n in per_event.items():
+        assert n <= limit.get(server_profile.frames[root].function, 1), per_event
     # the event loop's own thread keeps its ordinary stack
     main = [i for i, t in enumerate(server_profile.threads) if t.name == "MainThread"]
     assert np.isin(server_profile.thread, main).any()
@@ -156,10 +161,11 @@ def test_task_name_label_reads_back_in_go_tool_pprof(
         check=True,
     ).stdout
     assert "task_name" in out
-    # every task gets a label value; the server's connection tasks are unnamed
-    assert "Task-" in out
+    # every task gets a label value; the server's connection tasks, which
+    # asyncio named Task-N, are grouped by their coroutine
+    assert "serve_client" in out and "Task-" not in out
     top = subprocess.run(
-        [go, "tool", "pprof", "-top", "-tagfocus=task_name=Task-", str(path)],
+        [go, "tool", "pprof", "-top", "-tagfocus=task_name=serve_client", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -178,12 +184,11 @@ def test_task_frames_appear_in_cpuprofile_and_collapsed(server_profile: Profile)
     assert any(";wait_long (" in ln and ln.split(";")[1].startswith("Task: ") for ln in lines)
 
 
-def test_cpu_mode_profile_is_unchanged_by_the_option() -> None:
-    profile = run_server_scenario("cpu", scale=3)
-    assert not profile.metadata.asyncio
-    assert profile.metadata.task_samples == 0
-    assert TASKS_THREAD not in {t.name for t in profile.threads}
-    assert not any(f.task_name is not None or f.function.startswith("(") for f in profile.frames)
+def test_cpu_mode_with_the_option_is_a_value_error() -> None:
+    # the same rule as the CLI's --asyncio and the endpoint's asyncio=1
+    with pytest.raises(ValueError, match=r"asyncio=True needs mode='wall' \(a waiting task"):
+        pysampler.start(mode="cpu", asyncio=True)
+    assert not pysampler.is_running()
 
 
 def test_ten_thousand_idle_tasks_keep_the_sampling_rate() -> None:
@@ -492,3 +497,49 @@ def test_checking_the_task_layout_uses_no_task_number() -> None:
         """
     )
     assert proc.stdout.split() == ["Task-1", "1"]
+
+
+# -- readable task profiles: grouped, awaited tasks named, counted once -------
+async def fetch_row() -> None:
+    await asyncio.sleep(0.1)
+
+
+async def handle_request() -> None:
+    await fetch_row()
+
+
+async def serve_connection() -> None:
+    for _ in range(3):  # a connection task awaits each request's own task
+        await asyncio.create_task(handle_request())
+
+
+def test_tasks_group_by_coroutine_and_name_the_task_they_await() -> None:
+    async def main() -> Profile:
+        pysampler.start(hz=200, mode="wall", asyncio=True)
+        try:
+            await asyncio.gather(*(serve_connection() for _ in range(8)))
+        finally:
+            profile = pysampler.stop()
+        return profile
+
+    profile = asyncio.run(main())
+    stacks = task_stacks(profile)
+    # 8 connection tasks and 24 request tasks, named Task-N by asyncio: one
+    # root per coroutine, not one per task
+    roots = {names[0] for names, _, _ in stacks}
+    assert {"Task: serve_connection", "Task: handle_request"} <= roots, roots
+    assert not any(f.function.startswith("Task: Task-") for f in profile.frames)
+    leaves = {names[-1] for names, _, _ in stacks if names[0] == "Task: serve_connection"}
+    assert leaves == {"(awaiting Task: handle_request)"}, leaves
+    # top ranks functions, not what tasks wait on, and counts each request once
+    rows = profile.functions()
+    assert not any(r.function.startswith("(") for r in rows)
+    by_name = {r.function.split(".")[-1]: r for r in rows}
+    assert "serve_connection" not in by_name  # its waiting is the requests'
+    # a request task waits in fetch_row, bar the moments it is ready to run
+    assert by_name["fetch_row"].total_value > 0.9 * by_name["handle_request"].total_value
+    # 24 requests of 0.1 s, 8 at a time: 8 tasks waiting for about 0.3 s
+    assert by_name["handle_request"].total_value == pytest.approx(8 * 0.3e9, rel=0.3)
+    text = profile.top(5).splitlines()
+    assert "not counted:" in text[0]
+    assert text[2].split()[2] == "sleep"

@@ -10,8 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNNER = ROOT / "benchmarks" / "run.py"
+import pytest
+
+from helpers import repo_path
+
+# the suite reads resource usage (getrusage): POSIX only
+pytest.importorskip("resource")
+
+RUNNER = repo_path("benchmarks/run.py")
 
 
 def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
@@ -23,7 +29,7 @@ def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
             "--workloads",
             "deep_recursion",
             "--configs",
-            "none,pysampler-cpu-1000",
+            "none,pysampler-import,pysampler-cpu-1000",
             "--reps",
             "2",
             "--seconds",
@@ -45,7 +51,11 @@ def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "results.json").read_text())
 
-    assert [c["name"] for c in data["configs"]] == ["none", "pysampler-cpu-1000"]
+    assert [c["name"] for c in data["configs"]] == [
+        "none",
+        "pysampler-import",
+        "pysampler-cpu-1000",
+    ]
     assert all(c["available"] and c["reason"] is None for c in data["configs"])
     assert data["workloads"]["deep_recursion"]["loops"] >= 1
     assert len(data["meta"]["loadavg_before"]) == 3
@@ -58,6 +68,8 @@ def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
         ("none", 1),
         ("pysampler-cpu-1000", 0),
         ("pysampler-cpu-1000", 1),
+        ("pysampler-import", 0),
+        ("pysampler-import", 1),
     ]
     for r in runs:
         assert "error" not in r, r
@@ -83,9 +95,19 @@ def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
     assert data["targets"]["pysampler-cpu-1000"]["max_overhead"] == 0.03
     assert data["chart"] is None  # --no-chart
 
+    # the import and the sampling, apart: import-only against none, the
+    # session against import-only
+    assert all(r["profiler"] is None for r in runs if r["config"] == "pysampler-import")
+    split = data["split"]
+    assert split["columns"] == ["import", "pysampler-cpu-1000"]
+    row = split["per_workload"]["deep_recursion"]
+    assert row["import"] > 0 and row["pysampler-cpu-1000"] > 0
+    assert data["targets"]["pysampler-import"]["max_overhead"] == 0.01
+
     table = (out / "results.md").read_text()
     assert "| pysampler-cpu-1000 |" in table
     assert "| deep_recursion |" in table
+    assert "## pysampler: import cost and sampling cost" in table
 
 
 def test_runner_rejects_unknown_names(tmp_path: Path) -> None:
@@ -98,3 +120,47 @@ def test_runner_rejects_unknown_names(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "no-such-profiler" in proc.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def run_benchmark(script: str, *args: str) -> None:
+    """Run ``benchmarks/<script>`` with this interpreter; it must succeed."""
+    proc = subprocess.run(
+        [sys.executable, str(repo_path(f"benchmarks/{script}")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_output_benchmark_times_each_format(tmp_path: Path) -> None:
+    out = tmp_path / "build.json"
+    size = ("--seconds", "2", "--hz", "100", "--threads", "2", "--nodes", "300")
+    run_benchmark(
+        "build_output.py",
+        *size,
+        "--rounds",
+        "1",
+        "--formats",
+        "pprof,cpuprofile",
+        "--json",
+        str(out),
+    )
+    data = json.loads(out.read_text())
+    assert data["rows"] == 2 * 100 * 2
+    assert set(data["table"]) == {"pprof", "cpuprofile"}
+    for row in data["table"].values():
+        (cell,) = row.values()  # one interpreter: this one
+        assert cell["total_s"] >= cell["build_s"] > 0
+
+
+def test_hook_startup_benchmark_reports_the_idle_endpoint(tmp_path: Path) -> None:
+    out = tmp_path / "hook.json"
+    run_benchmark("hook_startup.py", "--runs", "1", "--enabled-runs", "2", "--json", str(out))
+    idle = json.loads(out.read_text())["idle_endpoint"]
+    assert idle["runs_each"] == 2
+    assert idle["threads_difference"] == 1  # the endpoint's accept thread
+    assert idle["numpy_loaded"] is False
+    assert set(idle["startup_median_ms"]) == {"with", "without"}
+    assert idle["rss_difference_mib"] is not None

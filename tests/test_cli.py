@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from pysampler import Profile, formats
 
 PROGRAM = textwrap.dedent(
@@ -169,9 +169,15 @@ def test_profile_written_on_sigint(script: Path, tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    # as Python ends on an uncaught KeyboardInterrupt: by SIGINT
+    # as Python ends on an uncaught KeyboardInterrupt: by SIGINT, after
+    # the program's own traceback (none of pysampler's or runpy's frames)
     assert proc.returncode == -signal.SIGINT, err
-    assert "KeyboardInterrupt" in err
+    lines = err.splitlines()
+    assert lines[0].startswith("pysampler: wrote "), err
+    assert lines[1] == "Traceback (most recent call last):", err
+    assert lines[2].startswith(f'  File "{tmp_path / "prog.py"}"'), err
+    assert lines[-1] == "KeyboardInterrupt"
+    assert "cli.py" not in err and "runpy" not in err and "__main__.py" not in err
     assert out.exists()
     assert '"hot_loop"' in out.read_text()
 
@@ -187,35 +193,10 @@ def test_duration_writes_profile_while_program_keeps_running(script: Path, tmp_p
 
 
 def test_status_line_on_a_terminal_counts_samples(script: Path, tmp_path: Path) -> None:
-    import pty
-
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pysampler", "run", "prog.py", "1.6", "exit0"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=follower,
-            timeout=60,
-            check=False,
-        )
-        os.close(follower)
-        follower = -1
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(leader)
-        if follower >= 0:
-            os.close(follower)
-    assert proc.returncode == 0
-    err = b"".join(chunks).decode()
+    status, err = helpers.stderr_on_a_terminal(
+        [sys.executable, "-m", "pysampler", "run", "prog.py", "1.6", "exit0"], cwd=tmp_path
+    )
+    assert status == 0
     counts = [
         int(part.split(" samples")[0].split()[-1]) for part in err.split("\r") if " samples" in part
     ]
@@ -234,7 +215,12 @@ def test_status_line_on_a_terminal_counts_samples(script: Path, tmp_path: Path) 
         (["run", "missing.py"], "can't open file 'missing.py'"),
         (["run", "-m", "no_such_module_here"], "no module named 'no_such_module_here'"),
         (["run", "-o", "out.svgz", "prog.py"], "cannot tell the format"),
-        (["run", "--hz", "0", "prog.py"], "hz must be from 1 to 10000"),
+        (["run", "-o", "out.txt", "prog.py"], ".speedscope, or --format NAME"),
+        (["run", "-o", "out.heapprofile", "prog.py"], "does not write CPU profiles"),
+        (
+            ["run", "--hz", "0", "prog.py"],
+            "--hz: must be from 1 to 10000 samples per second, not 0",
+        ),
         (["run", "--mode", "idle", "prog.py"], "invalid choice: 'idle'"),
         (["run"], "no script given"),
         (["convert", "prog.py", "-o", "x.html"], "cannot read prog.py"),
@@ -324,3 +310,28 @@ def test_run_asyncio_refuses_cpu_mode(tmp_path: Path) -> None:
     assert proc.stderr.strip() == (
         "pysampler: error: --asyncio needs --mode wall (a waiting task uses no CPU)"
     )
+
+
+def test_top_headers_say_only_what_the_file_knows(script: Path, tmp_path: Path) -> None:
+    # a .cpuprofile records no requested rate; a script reached through ..
+    (tmp_path / "sub").mkdir()
+    out = tmp_path / "out.cpuprofile"
+    ran = pysampler("run", "-q", "-o", str(out), "sub/../prog.py", "0.3", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    head, _, first = pysampler("top", str(out), "-n", "1", cwd=tmp_path).stdout.splitlines()
+    assert ", 1 thread, " in head and "requested" not in head, head
+    assert f"{tmp_path / 'prog.py'}:" in first and ".." not in first
+    # a .heapprofile records no duration
+    import pysampler as api
+
+    api.heap.start(4096)
+    kept = [bytearray(1000) for _ in range(200)]
+    heap = api.heap.stop()
+    heap.save(tmp_path / "h.heapprofile")
+    del kept
+    head = pysampler("top", "h.heapprofile", cwd=tmp_path).stdout.splitlines()[0]
+    assert head.endswith(" samples)"), head  # no "over 0.00 s"
+    with pytest.raises(ValueError, match="0 or more, not -1"):
+        read_profile(out).top(-1)
+    with pytest.raises(ValueError, match="0 or more, not -1"):
+        heap.top(-1)

@@ -345,7 +345,11 @@ def test_worker_killed_mid_profile_is_named_and_replaced(tmp_path: Path) -> None
         headers, prof = result[0]
         assert victim in set(map(int, headers["X-Pysampler-Missing-Pids"].split()))
         assert any(f"pid {victim}" in n and "lost" in n for n in prof.metadata.notes)
-        assert (workers - {victim}) <= set(pid_values(prof)), pid_values(prof)
+        assert (workers - {victim}) <= set(pid_values(prof)), (
+            pid_values(prof),
+            headers["X-Pysampler-Pids"],
+            prof.metadata.notes,
+        )
         # gunicorn starts a replacement; it is in the next profile
         deadline = time.monotonic() + 30
         while True:
@@ -646,6 +650,65 @@ def test_heap_routes_cover_the_group(tmp_path: Path) -> None:
         status, _, body = get(f"{running.url}/profile/heap?duration=0.5")
         assert status == 200
         assert json.loads(body)["head"]["callFrame"]["functionName"] == "(root)"
+
+
+#: a master and two forked workers; only the workers hold "worker-only-<pid>"
+SNAPSHOT_APP = HOT + textwrap.dedent(
+    """
+    import os, time
+
+    print("group", os.environ.get("PYSAMPLER_GROUP"), flush=True)
+    kids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            kept = "-".join(["worker", "only", str(os.getpid())])  # made here alone
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                hot_handler()
+            os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    """
+)
+
+
+def test_heap_snapshot_is_of_the_process_pid_names(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(SNAPSHOT_APP)
+    with fleet(tmp_path, [sys.executable, "app.py"]) as running:
+        members = running.wait_for(3)
+        master = running.proc.pid
+        worker = min(p for p in members if p != master)
+
+        def snapshot(query: str = "") -> tuple[Any, dict[str, Any]]:
+            status, headers, body = get(f"{running.url}/profile/heap_snapshot{query}")
+            assert status == 200, body[:300]
+            assert int(headers["Content-Length"]) == len(body)
+            assert float(headers["X-Pysampler-Pause-Ms"]) > 0
+            doc = json.loads(body)
+            assert len(doc["nodes"]) == doc["snapshot"]["node_count"] * 7
+            return headers, doc
+
+        # by default, the process that serves the port, as for a lone one
+        headers, doc = snapshot()
+        assert not [s for s in doc["strings"] if s.startswith("worker-only-")]
+        # pid=N: that process's own graph, streamed through the leader
+        headers, doc = snapshot(f"?pid={worker}")
+        assert headers["X-Pysampler-Pids"] == str(worker)
+        assert f"_pid{worker}.heapsnapshot" in headers["Content-Disposition"]
+        assert f"worker-only-{worker}" in doc["strings"]
+        assert not [
+            s
+            for s in doc["strings"]
+            if s.startswith("worker-only-") and s != f"worker-only-{worker}"
+        ]
+        # graphs of two processes do not merge; a pid must be in the group
+        others = ",".join(map(str, members))
+        status, _, body = get(f"{running.url}/profile/heap_snapshot?pid={others}")
+        assert status == 400 and json.loads(body)["parameter"] == "pid"
+        status, _, body = get(f"{running.url}/profile/heap_snapshot?pid=1")
+        assert status == 404 and json.loads(body)["parameter"] == "pid"
 
 
 def test_children_opt_out_and_pip_is_untouched(tmp_path: Path) -> None:

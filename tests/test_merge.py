@@ -39,8 +39,17 @@ def test_wire_round_trip_keeps_every_table(one: Profile) -> None:
     assert back.frames == one.frames
     assert back.threads == one.threads
     assert back.metadata == one.metadata
-    for name in ("stack_parent", "stack_frame", "stack", "thread", "time_ns", "cpu_ns", "wall_ns"):
-        assert getattr(back, name).tolist() == getattr(one, name).tolist(), name
+    for name in (
+        "stack_parent",
+        "stack_frame",
+        "stack",
+        "thread",
+        "time_ns",
+        "cpu_ns",
+        "wall_ns",
+        "count",
+    ):
+        assert back.column(name) == one.column(name), name
     with pytest.raises(ValueError):
         wire.decode(wire.encode(one)[:-3])
 
@@ -145,3 +154,48 @@ def test_heap_profiles_merge_with_a_pid_per_row() -> None:
     per_process = [tree["views"]["inuse_space"]["value"][i] for i in tops]
     assert per_process[0] == pytest.approx(per_process[1], rel=1e-6)
     assert back.inuse_bytes == pytest.approx(merged.inuse_bytes, rel=1e-3)  # type: ignore[union-attr]
+
+
+def test_rows_standing_for_several_samples_keep_their_count(one: Profile) -> None:
+    # a pprof file keeps one row per (thread, stack) with its count of samples
+    counted = pprof.read(one.to_bytes("pprof"))
+    assert isinstance(counted, Profile)
+    assert max(counted.column("count")) > 1
+    sent = wire.decode(wire.encode(counted))
+    assert isinstance(sent, Profile)
+    assert sent.column("count") == counted.column("count")
+    merged = merge_profiles([(A, counted), (B, sent)])
+    assert merged.sample_count == 2 * one.sample_count
+    assert merged.column("count") == counted.column("count") * 2
+    assert merged.functions()[0].self_samples == 2 * counted.functions()[0].self_samples
+    back = pprof.read(merged.to_bytes("pprof"))
+    assert isinstance(back, Profile)
+    assert back.sample_count == merged.sample_count
+
+
+def test_merging_sending_and_writing_load_no_numpy() -> None:
+    helpers.run_python(
+        """
+        import sys
+        import pysampler, pysampler.heap
+        from pysampler import ProcessInfo
+        from pysampler.group import wire
+        from pysampler.merge import merge_heap_profiles, merge_profiles
+        from workloads import spin_cpu
+
+        with pysampler.profile(hz=500) as p:
+            spin_cpu(0.2)
+        pysampler.heap.start(4096)
+        kept = [bytearray(1000) for _ in range(500)]
+        heap = pysampler.heap.stop()
+        a, b = ProcessInfo(1, 0.0, "a", ""), ProcessInfo(2, 0.0, "b", "")
+        cpu = merge_profiles([(a, p.profile), (b, wire.decode(wire.encode(p.profile)))])
+        mem = merge_heap_profiles([(a, heap), (b, wire.decode(wire.encode(heap)))])
+        for name in ("pprof", "cpuprofile", "collapsed", "speedscope", "html"):
+            assert cpu.to_bytes(name)
+        for name in ("pprof", "heapprofile", "collapsed", "html"):
+            assert mem.to_bytes(name)
+        cpu.top(3), mem.top(3)
+        assert "numpy" not in sys.modules, "numpy was imported"
+        """
+    )

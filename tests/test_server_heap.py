@@ -349,7 +349,7 @@ def test_cancel_ends_a_timed_heap_request(server: server_mod.Server) -> None:
 )
 def test_client_disconnect_cancels_the_heap_session(server: server_mod.Server, path: str) -> None:
     sock = socket.create_connection((server.host, server.port))
-    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
     wait_for(pysampler.heap.is_running)
     sock.close()
     wait_for(lambda: not pysampler.heap.is_running(), timeout=3)

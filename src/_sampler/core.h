@@ -586,7 +586,10 @@ static void ps_join_timer(void)
     ps_thread_join(ps_S.fallback);
 }
 
-/* GIL held, timer joined: the tables stay readable until ps_reset(). */
+/* GIL held, timer joined: the tables stay readable until ps_reset(), and
+ * the state stays STOPPING until then, so that a start() made while the
+ * caller copies them (from a signal handler: the copy runs Python code)
+ * is refused instead of freeing them. */
 static void ps_end_stop(void)
 {
     ps_sampler *s = &ps_S;
@@ -600,7 +603,6 @@ static void ps_end_stop(void)
         ps_wake_main_thread(s->interp);
     }
 #endif
-    ps_atomic_store(&s->state, PS_IDLE);
 }
 
 /* GIL held: the line a code object executes at a byte offset. */
@@ -609,10 +611,13 @@ static int ps_code_line(PyObject *code, int offset)
     return PyCode_Addr2Line((PyCodeObject *)code, offset);
 }
 
-/* GIL held: drop the tables (and the code objects they keep alive). */
+/* GIL held, after ps_end_stop(): drop the tables (and the code objects
+ * they keep alive: their deallocation may run Python code, still inside
+ * STOPPING), then the session is over. */
 static void ps_reset(void)
 {
     ps_tables_free(&ps_S);
+    ps_atomic_store(&ps_S.state, PS_IDLE);
 }
 
 /* In a child after fork(): there is no timer or fallback thread here;

@@ -26,6 +26,18 @@
 #  error "pysampler needs CPython 3.9 or newer"
 #endif
 
+/* Every fence below was checked against CPython 3.9 to 3.15. A newer
+ * version would compile into the newest branch of each one unchecked and
+ * read fields that may have moved (3.11, 3.13 and 3.14 each moved frame
+ * fields), which crashes the program rather than failing a build. So it
+ * is refused; defining PYSAMPLER_ALLOW_UNTESTED_PYTHON (setup.py does,
+ * when that variable is 1 in the environment) builds anyway, for trying a
+ * new version out. pysampler/_support.py holds the same bound at import.
+ * Raise it only with each fence here and in tasks.h checked. */
+#if PY_VERSION_HEX >= 0x03100000 && !defined(PYSAMPLER_ALLOW_UNTESTED_PYTHON)
+#  error "pysampler supports CPython 3.9 to 3.15: its native core reads internals of each version, and this CPython is newer than any it was checked against. Set PYSAMPLER_ALLOW_UNTESTED_PYTHON=1 to build anyway (for testing)."
+#endif
+
 /* Internal headers: included only where the public API lacks what we need
  * (every version needs one of the two below), and only inside these fences. */
 #ifndef Py_BUILD_CORE
@@ -88,16 +100,19 @@ static inline PyCodeObject *ps_frame_code(ps_frame *f)
  * not meaningful. */
 static inline int ps_frame_skip(ps_frame *f)
 {
-#  if PY_VERSION_HEX >= 0x030F0000
-    /* 3.15: FRAME_OWNED_BY_CSTACK is gone; the entry/exit shims are all
-     * FRAME_OWNED_BY_INTERPRETER, the highest owner value */
+#  if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14 added FRAME_OWNED_BY_INTERPRETER (3) *below*
+     * FRAME_OWNED_BY_CSTACK (4), and 3.15 dropped FRAME_OWNED_BY_CSTACK:
+     * on both, every owner from FRAME_OWNED_BY_INTERPRETER up is an
+     * entry/exit shim with no user code (CPython's own
+     * _PyFrame_IsIncomplete tests the same) */
     if (f->owner >= FRAME_OWNED_BY_INTERPRETER) {
         return 1;
     }
 #  elif PY_VERSION_HEX >= 0x030C0000
+    /* 3.12-3.13: FRAME_OWNED_BY_CSTACK, the highest owner value, marks
+     * the entry/exit shims */
     if (f->owner >= FRAME_OWNED_BY_CSTACK) {
-        /* FRAME_OWNED_BY_CSTACK (3.12+) and FRAME_OWNED_BY_INTERPRETER
-         * (3.14+) are entry/exit shims with no user code */
         return 1;
     }
 #  endif
@@ -213,6 +228,22 @@ static inline void ps_wake_main_thread(PyInterpreterState *interp)
     (void)interp;
 #else
     _Py_atomic_store_relaxed(&interp->ceval.eval_breaker, 1);
+#endif
+}
+
+/* Whether the calling thread's eval breaker asks for work, GIL held. For
+ * tests: after stop() it must be clear, or every later safe point of the
+ * program takes the slow path (the leftover wake-up ps_end_stop guards
+ * against). */
+static inline int ps_eval_breaker_set(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13: per-thread breaker; its low 8 bits are the event flags
+     * (_PY_EVAL_EVENTS_MASK), the rest a version counter */
+    return (PyThreadState_Get()->eval_breaker & 0xFF) != 0;
+#else
+    /* 3.9-3.12: one breaker per interpreter (see ps_wake_main_thread) */
+    return _Py_atomic_load_relaxed(&PyInterpreterState_Get()->ceval.eval_breaker) != 0;
 #endif
 }
 

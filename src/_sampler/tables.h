@@ -150,6 +150,7 @@ typedef struct {
     int64_t *time_ns;    /* monotonic time of the sampling event */
     int64_t *cpu_ns;     /* CPU time the thread used since its last sample */
     int64_t *wall_ns;    /* wall time since the previous sampling event */
+    int32_t *nsamples;   /* samples the row stands for (Profile.count) */
     size_t count;
     size_t cap;
     size_t limit;
@@ -158,6 +159,7 @@ typedef struct {
 static void ps_samples_free(ps_samples *s)
 {
     free(s->stack); free(s->thread); free(s->time_ns); free(s->cpu_ns); free(s->wall_ns);
+    free(s->nsamples);
     memset(s, 0, sizeof(*s));
 }
 
@@ -196,7 +198,8 @@ static int ps_samples_append(ps_samples *s, int32_t stack, int32_t thread,
             ps_grow_column((void **)&s->thread, new_cap, sizeof(int32_t)) ||
             ps_grow_column((void **)&s->time_ns, new_cap, sizeof(int64_t)) ||
             ps_grow_column((void **)&s->cpu_ns, new_cap, sizeof(int64_t)) ||
-            ps_grow_column((void **)&s->wall_ns, new_cap, sizeof(int64_t))) {
+            ps_grow_column((void **)&s->wall_ns, new_cap, sizeof(int64_t)) ||
+            ps_grow_column((void **)&s->nsamples, new_cap, sizeof(int32_t))) {
             return -1;
         }
         s->cap = new_cap;
@@ -206,6 +209,7 @@ static int ps_samples_append(ps_samples *s, int32_t stack, int32_t thread,
     s->time_ns[s->count] = time_ns;
     s->cpu_ns[s->count] = cpu_ns;
     s->wall_ns[s->count] = wall_ns;
+    s->nsamples[s->count] = 1;  /* a new row holds one sample */
     s->count++;
     return 0;
 }

@@ -9,6 +9,10 @@
  *
  *     Task: <name>  ->  handler  ->  repo.fetch  ->  ...  ->  (awaiting Future)
  *
+ * A task waiting on another task ends in "(awaiting Task: <its coroutine>)"
+ * instead; Python groups tasks of asyncio's default names ("Task-12") by
+ * their coroutine when it builds the profile (pysampler/_build.py).
+ *
  * The running task is left out: its coroutines are on its thread's stack,
  * which the thread sample already records (no double count).
  *
@@ -80,6 +84,13 @@
 
 #include <Python.h>
 
+/* The fences below were checked against CPython 3.9 to 3.15; a newer one
+ * is refused, as in pyframes.h, unless PYSAMPLER_ALLOW_UNTESTED_PYTHON is
+ * defined. The 3.14+ branches read task and frame internals. */
+#if PY_VERSION_HEX >= 0x03100000 && !defined(PYSAMPLER_ALLOW_UNTESTED_PYTHON)
+#  error "pysampler's asyncio task reader was checked against CPython 3.9 to 3.15 only. Set PYSAMPLER_ALLOW_UNTESTED_PYTHON=1 to build anyway (for testing)."
+#endif
+
 #if PY_VERSION_HEX >= 0x030E0000
 #  ifndef Py_BUILD_CORE
 #    define Py_BUILD_CORE 1
@@ -117,6 +128,7 @@
  * use byte offsets >= -2, the truncation marker is (NULL, 0). */
 #define PS_FRAME_TASK (-1000)    /* object: the task's name (str) */
 #define PS_FRAME_AWAIT (-1001)   /* object: type of the awaited future, or None */
+#define PS_FRAME_AWAIT_TASK (-1002) /* object: code of the awaited task's coroutine */
 
 #define PS_TASKS_MAX_REGISTRIES 4
 #define PS_TASKS_MAX_CURRENT 64
@@ -274,6 +286,34 @@ static uint32_t ps_tasks_thread(ps_sampler *s, ps_tasks *T)
     return ti;
 }
 
+/* The leaf frame of a waiting task: the awaited task's coroutine when it
+ * waits on another task (a connection task awaiting its request handler
+ * reads "(awaiting Task: handler)" and a reader can tell the two waits are
+ * one), else the type of the awaited future; None when ready to run. Only
+ * C tasks are looked into, through the C descriptor: no Python code runs. */
+static uint32_t ps_await_leaf(ps_sampler *s, ps_tasks *T, PyObject *waiter)
+{
+    if (waiter == NULL || waiter == Py_None) {
+        return ps_intern_frame(s, (PyCodeObject *)Py_None, PS_FRAME_AWAIT);
+    }
+    if (T->c_task != NULL && PyObject_TypeCheck(waiter, T->c_task)) {
+        PyObject *coro = ps_task_attr(T, waiter, T->d_coro, T->s_coro);
+        PyCodeObject *code = NULL;
+        int offset;
+        uint32_t fid = PS_INTERN_FULL;
+        int known = coro != NULL && (PyCoro_CheckExact(coro) || PyGen_CheckExact(coro)) &&
+                    ps_gen_position(coro, &code, &offset);
+        if (known) {
+            fid = ps_intern_frame(s, code, PS_FRAME_AWAIT_TASK);
+        }
+        Py_XDECREF(coro);
+        if (known) {
+            return fid;
+        }
+    }
+    return ps_intern_frame(s, (PyCodeObject *)Py_TYPE(waiter), PS_FRAME_AWAIT);
+}
+
 /* Record one task's stack; returns 1 if a sample was recorded. */
 static int ps_sample_task(ps_sampler *s, ps_tasks *T, PyObject *task, int64_t now, int64_t wall)
 {
@@ -333,9 +373,7 @@ static int ps_sample_task(ps_sampler *s, ps_tasks *T, PyObject *task, int64_t no
 
     /* the leaf: what the task waits for; None = ready, queued to run */
     waiter = ps_task_attr(T, task, T->d_fut_waiter, T->s_fut_waiter);
-    fid = ps_intern_frame(s, (PyCodeObject *)(waiter == NULL || waiter == Py_None
-                                                  ? Py_None : (PyObject *)Py_TYPE(waiter)),
-                          PS_FRAME_AWAIT);
+    fid = ps_await_leaf(s, T, waiter);
     Py_XDECREF(waiter);
     if (fid == PS_INTERN_FULL) {
         s->dropped_samples++;

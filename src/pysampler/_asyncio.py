@@ -10,7 +10,10 @@ says what each Python version offers.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: tasks recorded per sampling event at most; the rest of the registry is
 #: visited by the next events in turn and counted as dropped task samples.

@@ -4,20 +4,21 @@ Raw frames are (code object, line) per distinct instruction offset; here
 they are merged into (qualified name, file, first line, line) and the stack
 tree is re-interned over the merged frames, so two offsets on one line make
 one frame in every format.
+
+Everything here is plain Python over the frames and the tree; the loops over
+every sample row are column kernels (pysampler._columns), so building a
+profile imports no numpy.
 """
 
 from __future__ import annotations
 
-import gc
+import array
 import os
-import platform
-import sys
-import time
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from pysampler import _columns
+from pysampler._qualnames import qualnames
+from pysampler._task_groups import group_by_coroutine
 from pysampler.profile import TRUNCATED_FUNCTION, Frame, Metadata, Profile, ThreadInfo
 
 if TYPE_CHECKING:
@@ -32,31 +33,32 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         hz: the requested sampling rate.
         start_unix: Unix time when the session started.
     """
-    names = _qualnames(
+    import platform  # here, not at import: an idle host does not pay for it
+
+    names = qualnames(
         [code for code, _ in raw["frames"] if code is not None and not isinstance(code, str)]
     )
     frame_ids: dict[Frame, int] = {}
-    frame_map = np.empty(len(raw["frames"]), dtype=np.int32)
-    for i, (code, line) in enumerate(raw["frames"]):
+    frame_map = array.array("i")
+    for code, line in raw["frames"]:
         if code is None:
             frame = Frame(TRUNCATED_FUNCTION, "", 0, 0)
         elif isinstance(code, str):
             frame = Frame(code, "", 0, 0)  # an asyncio task's root or leaf
         else:
             frame = Frame(names[code], code.co_filename, code.co_firstlineno, max(0, line))
-        frame_map[i] = frame_ids.setdefault(frame, len(frame_ids))
-
-    # re-intern the tree over merged frames; a parent always precedes its
-    # children in the raw table, so one pass in id order suffices
-    node_ids: dict[tuple[int, int], int] = {}
-    raw_parent = raw["node_parent"].tolist()
-    raw_frame = frame_map[raw["node_frame"]].tolist()
-    node_map = np.empty(len(raw_parent), dtype=np.int32)
-    for i, (p, f) in enumerate(zip(raw_parent, raw_frame)):
-        key = (int(node_map[p]) if p >= 0 else -1, f)
-        node_map[i] = node_ids.setdefault(key, len(node_ids))
-    parents = np.array([k[0] for k in node_ids], dtype=np.int32)
-    frames_of_node = np.array([k[1] for k in node_ids], dtype=np.int32)
+        frame_map.append(frame_ids.setdefault(frame, len(frame_ids)))
+    parents, frames_of_node, node_map = merge_tree(
+        raw["node_parent"], _columns.take(frame_map, raw["node_frame"])
+    )
+    frames = list(frame_ids)
+    stack = _columns.take(node_map, raw["stack"])
+    grouped = group_by_coroutine(frames, parents, frames_of_node)
+    if grouped is not None:  # asyncio tasks with default names: one root per coroutine
+        frames, group_parents, group_frames, remap = grouped
+        parents = array.array("i", group_parents)
+        frames_of_node = array.array("i", group_frames)
+        stack = _columns.take(array.array("i", remap), stack)
 
     threads = [
         ThreadInfo(int(ident), int(native), name or f"Thread-{ident}")
@@ -64,6 +66,7 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
     ]
     stats = raw["stats"]
     duration = max(0.0, (raw["stop_ns"] - raw["start_ns"]) / 1e9)
+    count = raw.get("count")
     events = int(stats["served_pending"] + stats["served_fallback"])
     meta = Metadata(
         mode=raw["mode"],
@@ -86,33 +89,35 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         dropped_task_samples=int(stats.get("dropped_task_samples", 0)),
     )
     return Profile(
-        frames=list(frame_ids),
+        frames=frames,
         stack_parent=parents,
         stack_frame=frames_of_node,
-        stack=node_map[raw["stack"]] if len(raw["stack"]) else raw["stack"],
+        stack=stack,
         thread=raw["thread"],
         time_ns=raw["time_ns"],
         cpu_ns=raw["cpu_ns"],
         wall_ns=raw["wall_ns"],
         threads=threads,
         metadata=meta,
+        count=count,
     )
 
 
-def _qualnames(codes: list[Any]) -> dict[Any, str]:
-    """Qualified name per code object: ``co_qualname`` on 3.11+; before,
-    the ``__qualname__`` of a function found to run the code (best effort:
-    one pass over the objects the garbage collector tracks), else the plain
-    name."""
-    if sys.version_info >= (3, 11):
-        return {c: c.co_qualname for c in codes}
-    out = {c: c.co_name for c in codes}
-    wanted = set(out)
-    if wanted:
-        deadline = time.perf_counter() + 1.0
-        for i, obj in enumerate(gc.get_objects()):
-            if type(obj) is types.FunctionType and obj.__code__ in wanted:
-                out[obj.__code__] = obj.__qualname__
-            if i % 65536 == 0 and time.perf_counter() > deadline:
-                break  # a huge heap: keep plain names for the rest
-    return out
+def merge_tree(
+    parent: array.array[int], frame: array.array[int]
+) -> tuple[array.array[int], array.array[int], array.array[int]]:
+    """Re-intern a stack tree whose node frames were merged: (parent,
+    frame) of each new node and the new node of each old one. A parent
+    always precedes its children, so one pass in id order suffices.
+
+    Args:
+        parent: parent node per old node (-1 for a root).
+        frame: merged frame id per old node.
+    """
+    node_ids: dict[tuple[int, int], int] = {}
+    node_map = array.array("i")
+    for p, f in zip(parent, frame):
+        node_map.append(node_ids.setdefault((node_map[p] if p >= 0 else -1, f), len(node_ids)))
+    parents = array.array("i", [k[0] for k in node_ids])
+    frames = array.array("i", [k[1] for k in node_ids])
+    return parents, frames, node_map

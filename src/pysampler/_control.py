@@ -7,20 +7,26 @@ starts without a sampler and exit never waits on one.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import functools
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from pysampler import _asyncio, _sampler
-from pysampler._build import build_profile
+from pysampler._session_state import IDLE, RUNNING, SessionState
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
-from pysampler.profile import Profile
+
+# typing and the Profile's modules are for annotations only here: a program
+# that imports pysampler without profiling does not load them
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from pysampler.profile import Profile
 
 MODES = ("cpu", "wall")
 MIN_HZ = 1
@@ -33,9 +39,21 @@ DEFAULT_MAX_SAMPLES = 20_000_000
 DEFAULT_MAX_FRAMES = 1_000_000
 DEFAULT_MAX_NODES = 4_000_000
 
-# re-entrant: a signal handler may call stop() while this thread is inside
-# start() or stop() (the nested call then sees a consistent state)
-_lock = threading.RLock()
+#: the largest sample table a session may ask for: rows of
+#: _sampler.SAMPLE_ROW_BYTES each (memory grows with use, up to this)
+MAX_SAMPLE_TABLE_BYTES = 4 << 30
+MAX_SAMPLES = MAX_SAMPLE_TABLE_BYTES // _sampler.SAMPLE_ROW_BYTES
+
+
+def _new_state() -> SessionState:
+    return SessionState(
+        "a profiling session", "the profiling session", "no profiling session is running"
+    )
+
+
+# One session per process; start/stop may re-enter from a signal handler
+# (see _session_state)
+_state = _new_state()
 _session: dict[str, Any] | None = None
 
 
@@ -73,8 +91,8 @@ def start(
         asyncio: wall mode only: also record, at each sample, the stack of
             every asyncio task that is waiting (``Task: name`` -> its
             coroutines -> ``(awaiting Future)``), as rows of an
-            ``asyncio tasks`` pseudo-thread. Ignored in CPU mode, where a
-            waiting task uses no CPU. See docs/asyncio.md.
+            ``asyncio tasks`` pseudo-thread. A ``ValueError`` in CPU mode,
+            where a waiting task uses no CPU. See docs/asyncio.md.
         max_tasks: with ``asyncio``, tasks recorded per sample at most;
             further tasks wait for the next samples and are counted as
             dropped task samples.
@@ -82,21 +100,30 @@ def start(
     Raises:
         ProfilerAlreadyRunning: a session is already running.
         ValueError: ``hz``, ``mode``, ``max_depth``, ``max_samples`` or
-            ``max_tasks`` is out of range, or ``asyncio`` is asked for on a
-            Python whose tasks cannot be read (3.15+, free-threaded).
+            ``max_tasks`` is out of range, or ``asyncio`` is asked for in CPU
+            mode or on a Python whose tasks cannot be read (3.15+,
+            free-threaded).
     """
     global _session
     rate, kind = validate(hz, mode)
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 1 <= max_depth <= 65536:
         raise ValueError(f"max_depth must be an integer from 1 to 65536, not {max_depth!r}")
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-        raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
+    if (
+        isinstance(max_samples, bool)
+        or not isinstance(max_samples, int)
+        or not 1 <= max_samples <= MAX_SAMPLES
+    ):
+        raise ValueError(
+            f"max_samples must be an integer from 1 to {MAX_SAMPLES} "
+            f"({MAX_SAMPLE_TABLE_BYTES >> 20} MiB of samples), not {max_samples!r}"
+        )
     if not isinstance(asyncio, bool):
         raise ValueError(f"asyncio must be True or False, not {asyncio!r}")
+    if asyncio and kind != "wall":
+        # the CLI's --asyncio and the endpoint's asyncio=1 say the same
+        raise ValueError("asyncio=True needs mode='wall' (a waiting task uses no CPU)")
     tasks = _asyncio.registry_config(max_tasks) if asyncio else None
-    with _lock:
-        if _session is not None:
-            raise ProfilerAlreadyRunning("a profiling session is already running")
+    with _state.starting():
         start_unix = time.time()
         try:
             _sampler.start(
@@ -107,10 +134,10 @@ def start(
                 DEFAULT_MAX_FRAMES,
                 DEFAULT_MAX_NODES,
                 getattr(threading, "_active", None),
-                tasks if kind == "wall" else None,
+                tasks,
             )
         except _sampler.AlreadyRunning:
-            raise ProfilerAlreadyRunning("a profiling session is already running") from None
+            raise ProfilerAlreadyRunning(_state.busy[RUNNING]) from None
         _session = {"hz": rate, "start_unix": start_unix}
 
 
@@ -118,38 +145,54 @@ def stop() -> Profile:
     """Stop the running session and return its Profile.
 
     Raises:
-        ProfilerNotRunning: no session is running.
+        ProfilerNotRunning: no session is running (or one is still
+            starting or already stopping: a call from a signal handler that
+            interrupted start() or stop()).
+    """
+    return stop_recording()()
+
+
+def stop_recording() -> Callable[[], Profile]:
+    """Stop the running session and copy its tables; return the function
+    that builds its Profile. Callers that hold a lock of their own build
+    the profile (the slow part) after releasing it.
+
+    Raises:
+        ProfilerNotRunning: as :func:`stop`.
     """
     global _session
-    with _lock:
-        if _session is None:
-            raise ProfilerNotRunning("no profiling session is running")
+    with _state.stopping():
         session, _session = _session, None
+        assert session is not None
         try:
             raw = _sampler.stop()
         except _sampler.NotRunning:
-            raise ProfilerNotRunning("no profiling session is running") from None
-    return build_profile(raw, session["hz"], session["start_unix"])
+            raise ProfilerNotRunning(_state.not_running[IDLE]) from None
+    # loaded at the first stop(): a program that never profiles does not pay for it
+    from pysampler._build import build_profile
+
+    return functools.partial(build_profile, raw, session["hz"], session["start_unix"])
 
 
 def is_running() -> bool:
     """True while a profiling session is running."""
-    return _session is not None
+    return _state.running
 
 
 def cancel() -> bool:
     """Stop the running session, if any, and discard what it recorded.
 
     Returns:
-        Whether a session was running.
+        Whether a session was running (False also while one is still
+        starting or already stopping).
     """
+    return _state.cancel(_discard)
+
+
+def _discard() -> None:
     global _session
-    with _lock:
-        if _session is None:
-            return False
-        _session = None
-        _sampler.stop()
-        return True
+    _session = None
+    _sampler.stop(discard=True)
 
 
 class Profiling:
@@ -196,11 +239,20 @@ def profile(hz: float = DEFAULT_HZ, mode: str = "cpu", **options: Any) -> Iterat
         result._profile = stop()
 
 
+#: the child this module was last reset in (see _after_fork_in_child)
+_reset_in = 0
+
+
 def _after_fork_in_child() -> None:
     # The child has no timer thread; the lock may have been held by a
-    # thread that does not exist here.
-    global _lock, _session
-    _lock = threading.RLock()
+    # thread that does not exist here. Once per child: a process group's
+    # member calls this before its thread may start a session, since its
+    # own at-fork handler may run first (pysampler.group.member).
+    global _session, _state, _reset_in
+    if _reset_in == os.getpid():
+        return
+    _reset_in = os.getpid()
+    _state = _new_state()
     _session = None
     _sampler.after_fork_child()
 
@@ -208,10 +260,12 @@ def _after_fork_in_child() -> None:
 def _stop_at_exit() -> None:
     # Interpreter exit while profiling: end the timer thread before the
     # runtime finalises (a native thread must not wait for the GIL then).
+    # Registered by the package's __init__ at `import pysampler`, so it runs
+    # after the atexit handlers a program registers later (which may still
+    # stop a session and save its profile), however late this module loads.
     with contextlib.suppress(Exception):
         cancel()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_stop_at_exit)

@@ -1,12 +1,15 @@
 """Typed face of the native core (src/_sampler.pyx)."""
 
-from typing import Any, TypedDict
+from array import array
+from typing import Any, Literal, TypedDict, overload
 
-import numpy as np
-import numpy.typing as npt
+# Columns are array.array: 'i' (int32) and 'q' (int64), one memcpy each
+# out of the native tables; nothing here imports numpy.
 
 MODES: dict[str, int]
 TASKS_THREAD_NAME: str
+#: bytes of one sample row
+SAMPLE_ROW_BYTES: int
 
 class AlreadyRunning(RuntimeError): ...
 class NotRunning(RuntimeError): ...
@@ -28,13 +31,15 @@ class RawTables(TypedDict):
     # (label, 0) for an asyncio task's synthetic frames ("Task: name",
     # "(awaiting Future)", "(ready to run)")
     frames: list[tuple[Any, int]]
-    node_parent: npt.NDArray[np.int32]
-    node_frame: npt.NDArray[np.int32]
-    stack: npt.NDArray[np.int32]
-    thread: npt.NDArray[np.int32]
-    time_ns: npt.NDArray[np.int64]
-    cpu_ns: npt.NDArray[np.int64]
-    wall_ns: npt.NDArray[np.int64]
+    node_parent: array[int]
+    node_frame: array[int]
+    stack: array[int]
+    thread: array[int]
+    time_ns: array[int]
+    cpu_ns: array[int]
+    wall_ns: array[int]
+    # samples each row stands for ('i'; 1 for a row recorded one sample at a time)
+    count: array[int]
     # (ident, native id, name or None) per thread index
     threads: list[tuple[int, int, str | None]]
     start_ns: int
@@ -54,10 +59,14 @@ def start(
     asyncio_config: dict[str, Any] | None = None,
 ) -> None: ...
 def is_running() -> bool: ...
-def stop() -> RawTables: ...
+@overload
+def stop(discard: Literal[False] = False) -> RawTables: ...
+@overload
+def stop(discard: Literal[True]) -> None: ...
 def sample_count() -> int: ...
 def after_fork_child() -> None: ...
 def monotonic_ns() -> int: ...
+def eval_breaker_set() -> bool: ...
 def asyncio_task_node_offset(probe: object) -> int | None: ...
 
 # -- heap profiling (src/_sampler/heap.h) -------------------------------
@@ -72,16 +81,16 @@ class HeapTables(TypedDict):
     # (code object, line) per raw frame; (None, 0) marks a truncated stack,
     # (None, -1) an allocation made with no Python frame on the stack
     frames: list[tuple[Any, int]]
-    node_parent: npt.NDArray[np.int32]
-    node_frame: npt.NDArray[np.int32]
+    node_parent: array[int]
+    node_frame: array[int]
     # one row per (stack node, block size): sampled allocations since start
-    alloc_node: npt.NDArray[np.int32]
-    alloc_size: npt.NDArray[np.int64]
-    alloc_count: npt.NDArray[np.int64]
+    alloc_node: array[int]
+    alloc_size: array[int]
+    alloc_count: array[int]
     # one row per sampled block still in use
-    live_node: npt.NDArray[np.int32]
-    live_size: npt.NDArray[np.int64]
-    live_ordinal: npt.NDArray[np.int64]
+    live_node: array[int]
+    live_size: array[int]
+    live_ordinal: array[int]
     sample_bytes: float
     max_depth: int
     start_ns: int

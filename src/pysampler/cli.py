@@ -1,33 +1,39 @@
-"""The command line: ``pysampler run|convert|top`` (also ``python -m pysampler``).
+"""The command line: ``pysampler run|convert|top|record|diff`` (also
+``python -m pysampler``).
 
 ``run`` profiles a script or module as if Python ran it plainly: same
 ``sys.argv``, ``__main__``, ``sys.path[0]``, stdout and exit status; the
 profile is written however the program ends (normally, by an exception, by
 ``sys.exit`` or by Ctrl-C). ``convert`` and ``top`` read pprof and
 ``.cpuprofile`` files, and heap profiles (pprof heap, ``.heapprofile``).
-Errors are one line on stderr and a non-zero status.
+``top URL`` (cli_top.py) watches a live service through its profiling
+endpoint, ``record URL`` (cli_record.py) takes one profile through it, and
+``diff`` (diff.py) compares two profiles. Errors are one line on stderr and
+a non-zero status.
 """
 
 from __future__ import annotations
 
 import _thread
 import argparse
+import array
+import atexit
 import builtins
+import contextlib
 import importlib.machinery
 import importlib.util
 import io
 import os
 import runpy
+import signal
 import sys
 import time
 import types
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import numpy as np
-
 import pysampler
-from pysampler import _asyncio, _control, formats
+from pysampler import _asyncio, _columns, _control, formats, remote
 from pysampler.heap_profile import VIEWS, HeapProfile
 from pysampler.profile import Profile
 
@@ -56,6 +62,87 @@ def _format_list() -> str:
         reads = ", readable" if fmt.readable else ""
         rows.append(f"  {name:<11} {' '.join(fmt.suffixes):<24} {fmt.description}{reads}")
     return "\n".join(rows)
+
+
+def _hz(text: str) -> float:
+    """``--hz``: a sampling rate, checked here so the message quotes the flag's text."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not _control.MIN_HZ <= value <= _control.MAX_HZ:  # false for nan too
+        raise argparse.ArgumentTypeError(
+            f"must be from {_control.MIN_HZ} to {_control.MAX_HZ} samples per second, not {text}"
+        )
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, not {text}")
+    return value
+
+
+def _add_output_options(cmd: argparse.ArgumentParser, where: str) -> None:
+    """``-o`` and ``--format`` of the commands that take a profile."""
+    cmd.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the profile here; the format comes from the suffix "
+        f"(without -o, a table of the hottest functions is printed{' ' + where if where else ''})",
+    )
+    cmd.add_argument(
+        "--format", choices=formats.names(), help="output format, overriding the suffix"
+    )
+
+
+def _add_endpoint_options(cmd: Any, default_mode: str | None) -> None:
+    """Options of the commands that profile through the endpoint (top URL, record)."""
+    cmd.add_argument(
+        "--mode",
+        choices=_control.MODES,
+        default=default_mode,
+        help="cpu: CPU time per thread; wall: elapsed time of every thread "
+        f"(default {default_mode or 'cpu; wall with --asyncio'})",
+    )
+    cmd.add_argument(
+        "--hz",
+        type=_hz,
+        help=f"samples per second, {_control.MIN_HZ} to {_control.MAX_HZ} "
+        f"(default: the endpoint's, {_control.DEFAULT_HZ})",
+    )
+    cmd.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="wall mode: also where each waiting asyncio task waits (docs/asyncio.md)",
+    )
+    cmd.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        metavar="PID",
+        help="only this process of a group served by one endpoint (repeatable)",
+    )
+    cmd.add_argument(
+        "--token",
+        help=f"bearer token of a protected endpoint (default: ${remote.TOKEN_VARIABLE})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,19 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"output formats (name, suffixes):\n{_format_list()}",
         formatter_class=fmt_class,
     )
-    run.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write the profile here; the format comes from the suffix "
-        "(without -o, a table of the hottest functions is printed to stderr)",
-    )
-    run.add_argument(
-        "--format", choices=formats.names(), help="output format, overriding the suffix"
-    )
+    _add_output_options(run, "to stderr")
     run.add_argument(
         "--hz",
-        type=float,
+        type=_hz,
         default=_control.DEFAULT_HZ,
         help=f"samples per second, {_control.MIN_HZ} to {_control.MAX_HZ} "
         f"(default {_control.DEFAULT_HZ})",
@@ -159,16 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     top = sub.add_parser(
         "top",
-        help="print the hottest functions of a profile file",
+        help="the hottest functions of a profile file, or of a live service",
         description="Print a table of the hottest functions (self and total share) "
         "of a pprof or .cpuprofile file; for a heap profile (pprof heap, .heapprofile), "
-        "the functions holding or having allocated the most bytes.",
-        epilog="example:\n  pysampler top out.cpuprofile -n 20",
+        "the functions holding or having allocated the most bytes. "
+        "Given a URL (http://host:port or host:port) instead, watch the service "
+        "behind that profiling endpoint live: a short profile about every second, "
+        "functions ranked over the last interval and since start (full screen on a "
+        "terminal; keys: q quit, p pause, m cpu/wall, s/t sort by self/total, "
+        "a last interval/since start, g rows per process, r reset; a table per "
+        "interval otherwise). With --diff-base BASE, print what changed from BASE.",
+        epilog="examples:\n  pysampler top out.cpuprofile -n 20\n"
+        "  pysampler top http://127.0.0.1:9119\n"
+        "  pysampler top localhost:9119 --mode wall --pid 4242\n"
+        "  pysampler top --diff-base before.pprof after.pprof",
         formatter_class=fmt_class,
     )
-    top.add_argument("input", metavar="INPUT", help="a pprof, .cpuprofile or .heapprofile file")
     top.add_argument(
-        "-n", "--limit", type=int, default=20, help="rows to show (default 20)", dest="limit"
+        "input", metavar="INPUT", help="a pprof, .cpuprofile or .heapprofile file, or a URL"
+    )
+    top.add_argument(
+        "-n", "--limit", type=_count, default=20, help="rows to show (default 20)", dest="limit"
     )
     top.add_argument(
         "--input-format",
@@ -176,6 +265,92 @@ def build_parser() -> argparse.ArgumentParser:
         help="input format (by default told from the file's contents)",
     )
     top.add_argument("--view", choices=VIEWS, help=_VIEW_HELP)
+    top.add_argument(
+        "--diff-base",
+        metavar="BASE",
+        help="print the functions whose share changed most from the profile BASE to INPUT",
+    )
+    live = top.add_argument_group("live view (INPUT is a URL)")
+    _add_endpoint_options(live, "cpu")
+    live.add_argument(
+        "--interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="length of each profile, and so the refresh period (default 1)",
+    )
+    live.add_argument(
+        "--count", type=_count, metavar="N", help="stop after N intervals (default: never)"
+    )
+    live.add_argument(
+        "--plain",
+        action="store_true",
+        help="print a table per interval even on a terminal (the default when stdout is not one)",
+    )
+
+    record = sub.add_parser(
+        "record",
+        help="take one profile of a live service through its endpoint",
+        description="Take one profile of a running service through its profiling "
+        "endpoint (PYSAMPLER_PORT) and write it in any format, showing progress. "
+        "Ctrl-C cancels: the service's session ends at once.",
+        epilog="examples:\n"
+        "  pysampler record http://127.0.0.1:9119 --duration 30 -o incident.html\n"
+        "  pysampler record localhost:9119 --mode wall --asyncio -o tasks.pprof\n"
+        "  pysampler record localhost:9119 --heap --duration 60 -o heap.heapprofile\n\n"
+        f"formats (name, suffixes):\n{_format_list()}",
+        formatter_class=fmt_class,
+    )
+    record.add_argument("url", metavar="URL", help="the endpoint: http://host:port or host:port")
+    _add_output_options(record, "")
+    record.add_argument(
+        "--duration",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to profile (default 10)",
+    )
+    _add_endpoint_options(record, None)
+    record.add_argument(
+        "--heap",
+        action="store_true",
+        help="a heap profile: what was allocated in the window and is still in use",
+    )
+    record.add_argument(
+        "--sample-bytes",
+        type=int,
+        metavar="N",
+        help="--heap: mean bytes between heap samples (default: the endpoint's, 524288)",
+    )
+    record.add_argument("--view", choices=VIEWS, help=_VIEW_HELP)
+    record.add_argument(
+        "-n", "--limit", type=_count, default=20, help="rows printed without -o (default 20)"
+    )
+    record.add_argument("-q", "--quiet", action="store_true", help="no progress line or messages")
+
+    diff = sub.add_parser(
+        "diff",
+        help="compare two profiles: what changed from BASE to NEW",
+        description="Compare two profiles of one program (any readable format, CPU, "
+        "wall or heap): print the functions whose share of the total changed most "
+        "(self and total, in percentage points; each profile is normalised by its "
+        "own total, so profiles of different length compare) and, with -o, write a "
+        "differential flame graph: widths from NEW, red where the share grew, blue "
+        "where it shrank. Functions are matched by qualified name and file.",
+        epilog="example:\n  pysampler diff before.pprof after.pprof -o diff.html",
+        formatter_class=fmt_class,
+    )
+    diff.add_argument("base", metavar="BASE", help="the profile to compare against (before)")
+    diff.add_argument("new", metavar="NEW", help="the profile to look at (after)")
+    diff.add_argument(
+        "-o", "--output", metavar="FILE.html", help="write the differential flame graph here"
+    )
+    diff.add_argument("-n", "--limit", type=_count, default=20, help="rows to print (default 20)")
+    diff.add_argument(
+        "--input-format",
+        choices=formats.READABLE,
+        help="format of both inputs (by default told from each file's contents)",
+    )
+    diff.add_argument("--view", choices=VIEWS, help=_VIEW_HELP)
     return parser
 
 
@@ -197,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "convert":
             return _convert(args)
+        if args.command == "record":
+            return _record(args)
+        if args.command == "diff":
+            return _diff(args)
         return _top(args)
     except CommandError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -223,11 +402,41 @@ def _load(path: str, input_format: str | None, view: str | None = None) -> Profi
     return profile
 
 
-def _output_format(path: str, name: str | None) -> formats.Format:
-    try:
-        return formats.get(name) if name else formats.for_path(path)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+#: formats that write heap profiles only
+_HEAP_ONLY = ("heapprofile",)
+
+
+def _writes(fmt: formats.Format, heap: bool) -> bool:
+    """Whether ``fmt`` writes heap profiles (``heap``) or CPU/wall ones."""
+    if not heap:
+        return fmt.name not in _HEAP_ONLY
+    return hasattr(importlib.import_module(fmt.module), "write_heap")
+
+
+def _output_format(path: str, name: str | None, heap: bool | None = False) -> formats.Format:
+    """The format to write ``path`` in: ``name`` (--format), else its suffix.
+    ``heap``: the profile is a heap profile (True), a CPU or wall one
+    (False), or either (None)."""
+    what = "heap" if heap else "CPU"
+    usable = [f for f in formats.FORMATS.values() if heap is None or _writes(f, heap)]
+    if name:
+        fmt = formats.get(name)
+    else:
+        try:
+            fmt = formats.for_path(path)
+        except ValueError:
+            suffixes = ", ".join(s for f in usable for s in f.suffixes)
+            raise CommandError(
+                f"cannot tell the format of {path!r} from its suffix; use one of "
+                f"{suffixes}, or --format NAME"
+            ) from None
+    if fmt not in usable:
+        names = ", ".join(f.name for f in usable)
+        raise CommandError(
+            f"cannot write {path}: the {fmt.name} format does not write {what} profiles "
+            f"(it writes {'CPU' if heap else 'heap'} profiles; for a {what} profile use {names})"
+        )
+    return fmt
 
 
 def _write(profile: Profile | HeapProfile, path: str, fmt: formats.Format) -> None:
@@ -235,6 +444,10 @@ def _write(profile: Profile | HeapProfile, path: str, fmt: formats.Format) -> No
         data = fmt.write(profile) if isinstance(profile, Profile) else profile.to_bytes(fmt.name)
     except ValueError as exc:  # a format that writes no heap profiles
         raise CommandError(f"cannot write {path}: {exc}") from None
+    _write_bytes(data, path)
+
+
+def _write_bytes(data: bytes, path: str) -> None:
     try:
         with open(path, "wb") as f:
             f.write(data)
@@ -243,15 +456,90 @@ def _write(profile: Profile | HeapProfile, path: str, fmt: formats.Format) -> No
 
 
 def _convert(args: argparse.Namespace) -> int:
-    fmt = _output_format(args.output, args.format)
+    _output_format(args.output, args.format, heap=None)  # a bad suffix before a long read
     profile = _load(args.input, args.input_format, args.view)
+    fmt = _output_format(args.output, args.format, heap=isinstance(profile, HeapProfile))
     _write(profile, args.output, fmt)
     return 0
 
 
 def _top(args: argparse.Namespace) -> int:
+    if args.diff_base is not None:
+        base = _load(args.diff_base, args.input_format, args.view)
+        new = _load(args.input, args.input_format, args.view)
+        return _print_diff(base, new, args.diff_base, args.input, args.limit)
+    if remote.is_url(args.input):
+        from pysampler import cli_top
+
+        endpoint = _endpoint(args.input, args)
+        if args.asyncio and args.mode != "wall":
+            raise CommandError("--asyncio needs --mode wall (a waiting task uses no CPU)")
+        return cli_top.run(args, endpoint)
+    live = [f"--{n}" for n in ("mode", "hz", "interval", "count", "token") if _given(args, n)]
+    live += ["--pid"] * bool(args.pid) + ["--asyncio"] * args.asyncio + ["--plain"] * args.plain
+    if live:
+        raise CommandError(
+            f"{live[0]} applies to a live view; {args.input!r} is a file (give http://host:port)"
+        )
     profile = _load(args.input, args.input_format, args.view)
     print(profile.top(args.limit))
+    return 0
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    default = {"mode": "cpu"}.get(name)
+    return getattr(args, name) not in (None, default)
+
+
+def _endpoint(text: str, args: argparse.Namespace) -> remote.Endpoint:
+    try:
+        return remote.parse(text, args.token)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _record(args: argparse.Namespace) -> int:
+    from pysampler import cli_record
+
+    endpoint = _endpoint(args.url, args)
+    if args.mode is None:
+        args.mode = "wall" if args.asyncio else "cpu"
+    if args.asyncio and args.mode != "wall":
+        raise CommandError("--asyncio needs --mode wall (a waiting task uses no CPU)")
+    if args.format and not args.output:
+        raise CommandError("--format needs -o/--output")
+    fmt = _output_format(args.output, args.format, heap=args.heap) if args.output else None
+    return cli_record.run(args, endpoint, fmt)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from pysampler import diff
+
+    if args.output and _output_format(args.output, None).name != "html":
+        raise CommandError(f"cannot write {args.output}: diff writes HTML (.html)")
+    base = _load(args.base, args.input_format, args.view)
+    new = _load(args.new, args.input_format, args.view)
+    status = _print_diff(base, new, args.base, args.new, args.limit)
+    if args.output:
+        page = diff.write_html(base, new, os.path.basename(args.base), os.path.basename(args.new))
+        _write_bytes(page, args.output)
+        print(f"{PROG}: wrote {args.output}", file=sys.stderr)
+    return status
+
+
+def _print_diff(
+    base: Profile | HeapProfile,
+    new: Profile | HeapProfile,
+    base_name: str,
+    new_name: str,
+    limit: int,
+) -> int:
+    from pysampler import diff
+
+    try:
+        print(diff.table(base, new, limit, base_name, new_name))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -329,30 +617,29 @@ def _strip_launcher(profile: Profile, launcher_files: set[str]) -> Profile:
     if not strip:
         return profile
     nodes: dict[tuple[int, int], int] = {}
-    new_id = np.empty(len(profile.stack_parent), dtype=np.int32)
-    in_prefix = np.zeros(len(profile.stack_parent), dtype=bool)
-    for node, (parent, frame) in enumerate(
-        zip(profile.stack_parent.tolist(), profile.stack_frame.tolist())
-    ):
+    new_id = array.array("i")
+    in_prefix: list[bool] = []
+    for parent, frame in zip(profile.column("stack_parent"), profile.column("stack_frame")):
         prefix = frame in strip and (parent < 0 or in_prefix[parent])
-        in_prefix[node] = prefix
+        in_prefix.append(prefix)
         if prefix:
             # a sample taken in launcher code alone keeps its innermost frame
-            new_id[node] = nodes.setdefault((-1, frame), len(nodes))
+            new_id.append(nodes.setdefault((-1, frame), len(nodes)))
         else:
-            new_parent = -1 if parent < 0 or in_prefix[parent] else int(new_id[parent])
-            new_id[node] = nodes.setdefault((new_parent, frame), len(nodes))
+            new_parent = -1 if parent < 0 or in_prefix[parent] else new_id[parent]
+            new_id.append(nodes.setdefault((new_parent, frame), len(nodes)))
     return Profile(
         frames=profile.frames,
         stack_parent=[k[0] for k in nodes],
         stack_frame=[k[1] for k in nodes],
-        stack=new_id[profile.stack] if profile.sample_count else profile.stack,
-        thread=profile.thread,
-        time_ns=profile.time_ns,
-        cpu_ns=profile.cpu_ns,
-        wall_ns=profile.wall_ns,
+        stack=_columns.take(new_id, profile.column("stack")),
+        thread=profile.column("thread"),
+        time_ns=profile.column("time_ns"),
+        cpu_ns=profile.column("cpu_ns"),
+        wall_ns=profile.column("wall_ns"),
         threads=profile.threads,
         metadata=profile.metadata,
+        count=profile.column("count"),
     )
 
 
@@ -493,24 +780,26 @@ def _without_thread(profile: Profile, ident: int | None) -> Profile:
     ours = [i for i, t in enumerate(profile.threads) if t.ident == ident]
     if not ours:
         return profile
-    keep = profile.thread != ours[0]
-    if keep.all():
+    drop = ours[0]
+    thread = profile.column("thread")
+    keep = array.array("q", [i for i, t in enumerate(thread) if t != drop])
+    if len(keep) == len(thread):
         return profile
     # renumber thread indexes past the removed one
-    thread = profile.thread[keep]
-    thread = thread - (thread > ours[0])
-    threads = [t for i, t in enumerate(profile.threads) if i != ours[0]]
+    kept_thread = array.array("i", [t - (t > drop) for t in _columns.take(thread, keep)])
+    threads = [t for i, t in enumerate(profile.threads) if i != drop]
     return Profile(
         frames=profile.frames,
-        stack_parent=profile.stack_parent,
-        stack_frame=profile.stack_frame,
-        stack=profile.stack[keep],
-        thread=thread,
-        time_ns=profile.time_ns[keep],
-        cpu_ns=profile.cpu_ns[keep],
-        wall_ns=profile.wall_ns[keep],
+        stack_parent=profile.column("stack_parent"),
+        stack_frame=profile.column("stack_frame"),
+        stack=_columns.take(profile.column("stack"), keep),
+        thread=kept_thread,
+        time_ns=_columns.take(profile.column("time_ns"), keep),
+        cpu_ns=_columns.take(profile.column("cpu_ns"), keep),
+        wall_ns=_columns.take(profile.column("wall_ns"), keep),
         threads=threads,
         metadata=profile.metadata,
+        count=_columns.take(profile.column("count"), keep),
     )
 
 
@@ -541,6 +830,8 @@ def _run(args: argparse.Namespace) -> int:
         session.start()
     except pysampler.PysamplerError as exc:
         raise CommandError(str(exc)) from None
+    # before the program runs, so it runs after the program's own handlers
+    atexit.register(_die_by_sigint)
     try:
         program.execute()
     except SystemExit as exc:
@@ -549,10 +840,15 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         raise
     except KeyboardInterrupt as exc:
-        # Ctrl-C: keep what was collected, then end as Python would
-        # (traceback, and death by SIGINT so the shell sees it)
+        # Ctrl-C: keep what was collected, then end as Python would: the
+        # program's traceback, its atexit handlers, then death by SIGINT so
+        # the shell sees it. Re-raising would print our frames too (an
+        # exception gains a traceback entry per frame it leaves).
         session.close()
-        raise exc.with_traceback(_program_traceback(exc.__traceback__)) from None
+        tb = _program_traceback(exc.__traceback__)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        _interrupted.append(True)
+        return STATUS_CONTROL_C_EXIT if sys.platform == "win32" else 128 + signal.SIGINT
     except BaseException as exc:
         session.close()
         # as the interpreter reports an uncaught exception: through
@@ -564,6 +860,24 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     session.close()
     return EXIT_ERROR if session.write_failed else 0
+
+
+#: set when the program ended by Ctrl-C; :func:`_die_by_sigint` reads it
+_interrupted: list[bool] = []
+#: what a Windows process interrupted by Ctrl-C exits with (Python's too)
+STATUS_CONTROL_C_EXIT = 0xC000013A
+
+
+def _die_by_sigint() -> None:
+    """At exit, after the program's atexit handlers: end by SIGINT, as
+    Python does when a KeyboardInterrupt ends the program."""
+    if not _interrupted or sys.platform == "win32":
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _program_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:

@@ -13,3 +13,11 @@ class ProfilerAlreadyRunning(PysamplerError, RuntimeError):
 
 class ProfilerNotRunning(PysamplerError, RuntimeError):
     """``stop()`` was called while no profiling session is running."""
+
+
+class EndpointExposedWarning(UserWarning):
+    """The HTTP endpoint listens beyond loopback without a token."""
+
+
+class SnapshotInProgress(PysamplerError, RuntimeError):
+    """A heap snapshot was asked for while another one is being taken."""

@@ -14,30 +14,50 @@ unsampling as Go's runtime/pprof does: with a mean of ``sample_bytes``
 between samples, a block of ``size`` bytes is sampled with probability
 ``1 - exp(-size / sample_bytes)``, so each sample stands for
 ``1 / (1 - exp(-size / sample_bytes))`` such blocks.
+
+As with Profile, the columns are ``array.array`` inside (building a
+HeapProfile and writing any format never import numpy); the column and
+estimate attributes are read-only numpy arrays made on first access.
 """
 
 from __future__ import annotations
 
+import array
 import importlib
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
-import numpy.typing as npt
-
+from pysampler import _arrays, _columns
 from pysampler.profile import (
     Frame,
     FunctionStat,
     PathLike,
     ProcessInfo,
-    _column,
+    StackColumns,
+    check_rows,
     check_stack_tree,
     function_stats,
+    location,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
 VIEWS = ("inuse", "alloc")
+#: the integer columns of a HeapProfile and their typecodes ('i' int32, 'q' int64)
+COLUMNS = {
+    "stack_parent": _arrays.INT32,
+    "stack_frame": _arrays.INT32,
+    "stack": _arrays.INT32,
+    "size": _arrays.INT64,
+    "alloc_count": _arrays.INT64,
+    "inuse_count": _arrays.INT64,
+    "pid": _arrays.INT64,
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,7 @@ class HeapMetadata:
     notes: tuple[str, ...] = ()
 
 
-class HeapProfile:
+class HeapProfile(StackColumns):
     """Frames, stack tree and per-(stack, size) sample counts.
 
     Args:
@@ -77,7 +97,8 @@ class HeapProfile:
         processes: in a profile of several processes, one entry per
             process; empty otherwise.
         pid: with ``processes``, per row, the pid of the process that
-            allocated (an entry of ``processes``).
+            allocated (an entry of ``processes``); 0 for every row if not
+            given.
     """
 
     def __init__(
@@ -99,58 +120,124 @@ class HeapProfile:
         if not metadata.sample_bytes >= 1:
             raise ValueError("sample_bytes must be at least 1")
         self.frames: tuple[Frame, ...] = tuple(frames)
-        self.stack_parent = _column(stack_parent, np.int32)
-        self.stack_frame = _column(stack_frame, np.int32)
-        self.stack = _column(stack, np.int32)
-        self.size = _column(size, np.int64)
-        self.alloc_count = _column(alloc_count, np.int64)
-        self.inuse_count = _column(inuse_count, np.int64)
+        given = {
+            "stack_parent": stack_parent,
+            "stack_frame": stack_frame,
+            "stack": stack,
+            "size": size,
+            "alloc_count": alloc_count,
+            "inuse_count": inuse_count,
+        }
+        cols = {
+            name: _arrays.column(given[name], code)
+            for name, code in COLUMNS.items()
+            if name != "pid"
+        }
+        n = len(cols["stack"])
+        cols["pid"] = _arrays.zeros(n) if pid is None else _arrays.column(pid, _arrays.INT64)
+        self._columns: dict[str, array.array[int]] = cols
+        self._estimates: dict[str, array.array[float]] = {}
+        self._views: dict[str, npt.NDArray[Any]] = {}
         self.metadata = metadata
         self.view = view
         self.processes: tuple[ProcessInfo, ...] = tuple(processes)
-        self.pid = _column(pid if pid is not None else [0] * len(self.stack), np.int64)
-        if len(self.stack_parent) != len(self.stack_frame):
+        if len(cols["stack_parent"]) != len(cols["stack_frame"]):
             raise ValueError("stack_parent and stack_frame differ in length")
-        n = len(self.stack)
         for name in ("size", "alloc_count", "inuse_count", "pid"):
-            if len(getattr(self, name)) != n:
+            if len(cols[name]) != n:
                 raise ValueError(f"row column {name} differs in length from stack")
-        check_stack_tree(self.frames, self.stack_parent, self.stack_frame, self.stack, "row")
-        if n and (self.size.min() < 0 or self.alloc_count.min() < 0 or self.inuse_count.min() < 0):
+        check_stack_tree(
+            self.frames, cols["stack_parent"], cols["stack_frame"], cols["stack"], "row"
+        )
+        lowest = min(_columns.stats(cols[c])[0] for c in ("size", "alloc_count", "inuse_count"))
+        if n and lowest < 0:
             raise ValueError("sizes and counts must not be negative")
-        if self.processes and not set(self.pid.tolist()) <= {p.pid for p in self.processes}:
+        if self.processes and not set(cols["pid"]) <= {p.pid for p in self.processes}:
             raise ValueError("a row refers to a process that is not in the process table")
+
+    # -- columns -------------------------------------------------------
+    def column(self, name: str) -> array.array[int]:
+        """An integer column as an ``array.array``, without numpy:
+        ``"stack_parent"``, ``"stack_frame"``, ``"stack"``, ``"size"``,
+        ``"alloc_count"``, ``"inuse_count"``, ``"pid"``, or ``"counts"``
+        (that of the current view). The profile's own memory: read it, do not change it.
+
+        Args:
+            name: the column's name.
+        """
+        if name == "counts":
+            name = "inuse_count" if self.view == "inuse" else "alloc_count"
+        return self._columns[name]
+
+    def estimate(self, name: str) -> array.array[float]:
+        """A per-row estimate as an ``array.array`` of floats, without
+        numpy: ``"weight"``, ``"alloc_objects"``, ``"alloc_space"``,
+        ``"inuse_objects"``, ``"inuse_space"``, or ``"values"`` (estimated
+        bytes of the current view).
+
+        Args:
+            name: the estimate's name.
+        """
+        if name == "values":
+            name = "inuse_space" if self.view == "inuse" else "alloc_space"
+        if not self._estimates:
+            self._estimates = _unsample(
+                self._columns["size"],
+                self._columns["alloc_count"],
+                self._columns["inuse_count"],
+                self.metadata.sample_bytes,
+            )
+        return self._estimates[name]
+
+    def _source(self, name: str) -> array.array[Any]:
+        return self._columns[name] if name in COLUMNS else self.estimate(name)
+
+    @property
+    def size(self) -> npt.NDArray[np.int64]:
+        """Per row, the size in bytes of each block (numpy, read-only)."""
+        return self._view("size")
+
+    @property
+    def alloc_count(self) -> npt.NDArray[np.int64]:
+        """Per row, sampled allocations since start (numpy, read-only)."""
+        return self._view("alloc_count")
+
+    @property
+    def inuse_count(self) -> npt.NDArray[np.int64]:
+        """Per row, sampled blocks still in use (numpy, read-only)."""
+        return self._view("inuse_count")
+
+    @property
+    def pid(self) -> npt.NDArray[np.int64]:
+        """Per row, the process that allocated, in a profile of several
+        processes; 0 otherwise (numpy, read-only)."""
+        return self._view("pid")
 
     # -- estimates -----------------------------------------------------
     @property
     def weight(self) -> npt.NDArray[np.float64]:
         """Per row: how many allocations one sample of that size stands for."""
-        rate = self.metadata.sample_bytes
-        if rate <= 1:
-            return np.ones(len(self.size))
-        # size 0 is never sampled; keep its weight finite
-        p = -np.expm1(-np.maximum(self.size, 1) / rate)
-        return cast("npt.NDArray[np.float64]", 1.0 / p)
+        return self._view("weight")
 
     @property
     def alloc_objects(self) -> npt.NDArray[np.float64]:
         """Per row: estimated allocations since start."""
-        return cast("npt.NDArray[np.float64]", self.alloc_count * self.weight)
+        return self._view("alloc_objects")
 
     @property
     def alloc_space(self) -> npt.NDArray[np.float64]:
         """Per row: estimated bytes allocated since start."""
-        return cast("npt.NDArray[np.float64]", self.alloc_objects * self.size)
+        return self._view("alloc_space")
 
     @property
     def inuse_objects(self) -> npt.NDArray[np.float64]:
         """Per row: estimated blocks in use."""
-        return cast("npt.NDArray[np.float64]", self.inuse_count * self.weight)
+        return self._view("inuse_objects")
 
     @property
     def inuse_space(self) -> npt.NDArray[np.float64]:
         """Per row: estimated bytes in use."""
-        return cast("npt.NDArray[np.float64]", self.inuse_objects * self.size)
+        return self._view("inuse_space")
 
     @property
     def counts(self) -> npt.NDArray[np.int64]:
@@ -165,12 +252,12 @@ class HeapProfile:
     @property
     def inuse_bytes(self) -> float:
         """Estimated bytes in use, allocated since the session started."""
-        return float(self.inuse_space.sum())
+        return math.fsum(self.estimate("inuse_space"))
 
     @property
     def alloc_bytes(self) -> float:
         """Estimated bytes allocated since the session started."""
-        return float(self.alloc_space.sum())
+        return math.fsum(self.estimate("alloc_space"))
 
     def with_view(self, view: str) -> HeapProfile:
         """The same data with another default view (``"inuse"`` or ``"alloc"``).
@@ -178,53 +265,46 @@ class HeapProfile:
         Args:
             view: ``"inuse"`` or ``"alloc"``.
         """
-        return HeapProfile(
+        cols = self._columns
+        other = HeapProfile(
             self.frames,
-            self.stack_parent,
-            self.stack_frame,
-            self.stack,
-            self.size,
-            self.alloc_count,
-            self.inuse_count,
+            cols["stack_parent"],
+            cols["stack_frame"],
+            cols["stack"],
+            cols["size"],
+            cols["alloc_count"],
+            cols["inuse_count"],
             self.metadata,
             view,
             self.processes,
-            self.pid,
+            cols["pid"],
         )
+        other._estimates = self._estimates
+        return other
 
     # -- stacks and functions ------------------------------------------
-    def stack_of(self, node: int) -> list[int]:
-        """Frame ids of a stack-tree node's path, root first."""
-        out: list[int] = []
-        while node >= 0:
-            out.append(int(self.stack_frame[node]))
-            node = int(self.stack_parent[node])
-        out.reverse()
-        return out
-
     def stacks(self) -> list[tuple[list[int], int, float]]:
         """Distinct stacks of the current view: (frame ids root first,
         sample count, estimated bytes), heaviest first."""
-        counts = self.counts
-        keep = counts > 0
-        if not keep.any():
-            return []
-        nodes = self.stack[keep]
-        uniq, inverse = np.unique(nodes, return_inverse=True)
-        cnt = np.bincount(inverse, weights=counts[keep], minlength=len(uniq))
-        val = np.bincount(inverse, weights=self.values[keep], minlength=len(uniq))
-        out = [
-            (self.stack_of(int(n)), int(c), float(v))
-            for n, c, v in zip(uniq.tolist(), cnt.tolist(), val.tolist())
-        ]
+        stack = self._columns["stack"]
+        nnodes = len(self._columns["stack_parent"])
+        cnt = _columns.bincount(stack, self.column("counts"), nnodes)
+        val = _columns.bincount(stack, self.estimate("values"), nnodes)
+        out = [(self.stack_of(n), c, val[n]) for n, c in enumerate(cnt) if c > 0]
         out.sort(key=lambda r: -r[2])
         return out
 
     def functions(self) -> list[FunctionStat]:
         """Self and total estimated bytes of the current view per function,
         heaviest self first (values in bytes, samples are sample counts)."""
+        cols = self._columns
         return function_stats(
-            self.frames, self.stack_parent, self.stack_frame, self.stack, self.values, self.counts
+            self.frames,
+            cols["stack_parent"],
+            cols["stack_frame"],
+            cols["stack"],
+            self.estimate("values"),
+            self.column("counts"),
         )
 
     def top(self, n: int = 10) -> str:
@@ -232,23 +312,32 @@ class HeapProfile:
         allocated (``alloc``) the most memory themselves.
 
         Args:
-            n: how many rows to show.
+            n: how many rows to show (0 or more).
+
+        Raises:
+            ValueError: ``n`` is negative.
         """
+        check_rows(n)
         m = self.metadata
-        total = float(self.values.sum())
+        total = math.fsum(self.estimate("values"))
         what = "in use" if self.view == "inuse" else "allocated"
         # a profile read from a file without a sampling rate has sample_bytes 1
         rate = f", one per {_bytes(m.sample_bytes)} on average" if m.sample_bytes > 1 else ""
+        # a .heapprofile does not record how long it took
+        over = f" over {m.duration:.2f} s" if m.duration > 0 else ""
         head = (
             f"pysampler heap profile ({self.view}): {_bytes(total)} {what} "
-            f"({int(self.counts.sum())} samples{rate}) over {m.duration:.2f} s"
+            f"({_columns.stats(self.column('counts'))[2]} samples{rate}){over}"
         )
+        if self.processes:
+            head += f", {len(self.processes)} processes"
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
-        lines = [head, f"{'self':>10} {'self %':>7} {'total %':>7}  {'function':<40} location"]
+        lines = [head, *(f"note: {note}" for note in m.notes)]
+        lines.append(f"{'self':>10} {'self %':>7} {'total %':>7}  {'function':<40} location")
         share = 100.0 / total if total else 0.0
-        for row in self.functions()[: max(0, n)]:
-            where = f"{row.filename}:{row.first_line}" if row.filename else ""
+        for row in self.functions()[:n]:
+            where = location(row.filename, row.first_line)
             lines.append(
                 f"{_bytes(row.self_value):>10} {row.self_value * share:7.1f} "
                 f"{row.total_value * share:7.1f}  {row.function:<40} {where}"
@@ -293,7 +382,7 @@ class HeapProfile:
     def __repr__(self) -> str:
         return (
             f"<HeapProfile view={self.view} inuse={_bytes(self.inuse_bytes)} "
-            f"alloc={_bytes(self.alloc_bytes)} rows={len(self.stack)} "
+            f"alloc={_bytes(self.alloc_bytes)} rows={len(self._columns['stack'])} "
             f"duration={self.metadata.duration:.2f}s>"
         )
 
@@ -314,3 +403,30 @@ def _bytes(n: Any) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _unsample(
+    size: array.array[int],
+    alloc_count: array.array[int],
+    inuse_count: array.array[int],
+    rate: float,
+) -> dict[str, array.array[float]]:
+    """Per-row estimates from sample counts: a sample of a block of ``size``
+    bytes stands for ``1 / (1 - exp(-size / rate))`` blocks (size 0, never
+    sampled, is taken as 1 so that the weight stays finite)."""
+    weights: dict[int, float] = {}
+    weight: array.array[float] = array.array(_arrays.FLOAT64)
+    for n in size:
+        w = weights.get(n)
+        if w is None:
+            w = weights[n] = 1.0 if rate <= 1 else 1.0 / -math.expm1(-max(n, 1) / rate)
+        weight.append(w)
+    alloc_objects = array.array(_arrays.FLOAT64, [c * w for c, w in zip(alloc_count, weight)])
+    inuse_objects = array.array(_arrays.FLOAT64, [c * w for c, w in zip(inuse_count, weight)])
+    return {
+        "weight": weight,
+        "alloc_objects": alloc_objects,
+        "alloc_space": array.array(_arrays.FLOAT64, [o * n for o, n in zip(alloc_objects, size)]),
+        "inuse_objects": inuse_objects,
+        "inuse_space": array.array(_arrays.FLOAT64, [o * n for o, n in zip(inuse_objects, size)]),
+    }

@@ -10,8 +10,10 @@ process as its own root (``.cpuprofile``, the HTML flame graph) or label
 each sample with its ``pid`` (pprof).
 
 Nothing here imports numpy: this runs in the profiled process that serves
-a group's endpoint, and columns are read through the buffer protocol
-(:func:`_ints`), whatever type holds them.
+a group's endpoint. Row columns are concatenated as ``array.array`` and
+their ids renumbered by the column kernels (``_columns.take`` through a
+table of new ids), so no Python loop runs over rows; what is looped over
+in Python is per frame, stack node or thread.
 """
 
 from __future__ import annotations
@@ -19,36 +21,70 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
 
+from pysampler import _arrays, _columns
 from pysampler.heap_profile import HeapMetadata, HeapProfile
 from pysampler.profile import Frame, Metadata, ProcessInfo, Profile, ThreadInfo
 
 #: the sample columns of a Profile, concatenated as they are
-_PLAIN_COLUMNS = ("time_ns", "cpu_ns", "wall_ns")
+_PLAIN_COLUMNS = {
+    "time_ns": _arrays.INT64,
+    "cpu_ns": _arrays.INT64,
+    "wall_ns": _arrays.INT64,
+    "count": _arrays.INT32,
+}
+#: the row columns of a HeapProfile, concatenated as they are
+_HEAP_COLUMNS = ("size", "alloc_count", "inuse_count")
+#: Metadata counters that add up over processes
+_SUMMED = (
+    "dropped_samples",
+    "truncated_stacks",
+    "sampling_events",
+    "ticks",
+    "missed_ticks",
+    "served_in_place",
+    "served_by_timer",
+    "sampling_ns",
+    "task_samples",
+    "dropped_task_samples",
+)
 
 
-def _ints(column: Any) -> list[int]:
-    """A column's values as Python ints, through the buffer protocol."""
-    return memoryview(column).tolist()
+def _shifted(offset: int, n: int) -> array[int]:
+    """New ids of ``n`` ids moved up by ``offset``: a table for ``take``."""
+    return array(_arrays.INT32, range(offset, offset + n))
 
 
-def _merge_trees(
-    parts: Iterable[tuple[tuple[Frame, ...], Any, Any]],
-) -> tuple[list[Frame], array[int], array[int], list[int]]:
-    """Frames (deduplicated), stack_parent and stack_frame of several stack
-    trees laid side by side; and each tree's node id offset."""
-    frame_ids: dict[Frame, int] = {}
-    parents: array[int] = array("i")
-    frames_of_node: array[int] = array("i")
-    offsets = []
-    for frames, stack_parent, stack_frame in parts:
-        fmap = [frame_ids.setdefault(f, len(frame_ids)) for f in frames]
-        offset = len(parents)
-        offsets.append(offset)
-        parents.extend(p + offset if p >= 0 else -1 for p in _ints(stack_parent))
-        frames_of_node.extend(fmap[f] for f in _ints(stack_frame))
-    return list(frame_ids), parents, frames_of_node, offsets
+class _Trees:
+    """Stack trees of several profiles laid side by side over one frame
+    table; :meth:`add` gives the table renumbering a profile's nodes."""
+
+    def __init__(self) -> None:
+        self.frame_ids: dict[Frame, int] = {}
+        self.parents: array[int] = array(_arrays.INT32)
+        self.frames_of_node: array[int] = array(_arrays.INT32)
+
+    def add(self, profile: Profile | HeapProfile) -> array[int]:
+        ids = self.frame_ids
+        fmap = array(_arrays.INT32, [ids.setdefault(f, len(ids)) for f in profile.frames])
+        parent = profile.column("stack_parent")
+        offset = len(self.parents)
+        # per node, not per row: a tree has as many nodes as distinct stacks
+        self.parents.extend(p + offset if p >= 0 else -1 for p in parent)
+        self.frames_of_node.extend(_columns.take(fmap, profile.column("stack_frame")))
+        return _shifted(offset, len(parent))
+
+    @property
+    def frames(self) -> list[Frame]:
+        return list(self.frame_ids)
+
+
+def _check_members(members: Sequence[tuple[ProcessInfo, object]]) -> None:
+    if not members:
+        raise ValueError("nothing to merge")
+    pids = [info.pid for info, _ in members]
+    if len(set(pids)) != len(pids):
+        raise ValueError("a process appears twice")
 
 
 def merge_profiles(
@@ -64,28 +100,23 @@ def merge_profiles(
     Raises:
         ValueError: no profiles, profiles of different modes, or a pid twice.
     """
-    if not members:
-        raise ValueError("nothing to merge")
-    pids = [info.pid for info, _ in members]
-    if len(set(pids)) != len(pids):
-        raise ValueError("a process appears twice")
+    _check_members(members)
     modes = {p.metadata.mode for _, p in members}
     if len(modes) != 1:
         raise ValueError(f"cannot merge profiles of different modes: {sorted(modes)}")
-    frames, parents, frames_of_node, offsets = _merge_trees(
-        (p.frames, p.stack_parent, p.stack_frame) for _, p in members
-    )
-    stack: array[int] = array("i")
-    thread: array[int] = array("i")
-    plain: dict[str, array[int]] = {name: array("q") for name in _PLAIN_COLUMNS}
+    trees = _Trees()
+    stack: array[int] = array(_arrays.INT32)
+    thread: array[int] = array(_arrays.INT32)
+    plain = {name: array(code) for name, code in _PLAIN_COLUMNS.items()}
     threads: list[ThreadInfo] = []
-    for (info, profile), offset in zip(members, offsets):
-        first_thread = len(threads)
+    for info, profile in members:
+        nodes = trees.add(profile)
+        stack.extend(_columns.take(nodes, profile.column("stack")))
+        first_thread = _shifted(len(threads), len(profile.threads))
+        thread.extend(_columns.take(first_thread, profile.column("thread")))
         threads.extend(t._replace(pid=info.pid) for t in profile.threads)
-        stack.extend(s + offset for s in _ints(profile.stack))
-        thread.extend(t + first_thread for t in _ints(profile.thread))
         for name, column in plain.items():
-            column.extend(_ints(getattr(profile, name)))
+            column.extend(profile.column(name))
     metas = [p.metadata for _, p in members]
     meta = Metadata(
         mode=metas[0].mode,
@@ -97,26 +128,12 @@ def merge_profiles(
         python_version=_joined(m.python_version for m in metas),
         asyncio=any(m.asyncio for m in metas),
         notes=(*(n for m in metas for n in m.notes), *notes),
-        **{
-            name: sum(getattr(m, name) for m in metas)
-            for name in (
-                "dropped_samples",
-                "truncated_stacks",
-                "sampling_events",
-                "ticks",
-                "missed_ticks",
-                "served_in_place",
-                "served_by_timer",
-                "sampling_ns",
-                "task_samples",
-                "dropped_task_samples",
-            )
-        },
+        **{name: sum(getattr(m, name) for m in metas) for name in _SUMMED},
     )
     return Profile(
-        frames,
-        parents,
-        frames_of_node,
+        trees.frames,
+        trees.parents,
+        trees.frames_of_node,
         stack,
         thread,
         plain["time_ns"],
@@ -124,6 +141,7 @@ def merge_profiles(
         plain["wall_ns"],
         threads,
         meta,
+        count=plain["count"],
         processes=[info for info, _ in members],
     )
 
@@ -137,24 +155,18 @@ def merge_heap_profiles(
     Raises:
         ValueError: no profiles, or a pid twice.
     """
-    if not members:
-        raise ValueError("nothing to merge")
-    pids = [info.pid for info, _ in members]
-    if len(set(pids)) != len(pids):
-        raise ValueError("a process appears twice")
-    frames, parents, frames_of_node, offsets = _merge_trees(
-        (p.frames, p.stack_parent, p.stack_frame) for _, p in members
-    )
-    stack: array[int] = array("i")
-    columns: dict[str, array[int]] = {
-        name: array("q") for name in ("size", "alloc_count", "inuse_count")
-    }
-    pid: array[int] = array("q")
-    for (info, profile), offset in zip(members, offsets):
-        stack.extend(s + offset for s in _ints(profile.stack))
+    _check_members(members)
+    trees = _Trees()
+    stack: array[int] = array(_arrays.INT32)
+    columns = {name: array(_arrays.INT64) for name in _HEAP_COLUMNS}
+    pid: array[int] = array(_arrays.INT64)
+    for info, profile in members:
+        nodes = trees.add(profile)
+        rows = profile.column("stack")
+        stack.extend(_columns.take(nodes, rows))
         for name, column in columns.items():
-            column.extend(_ints(getattr(profile, name)))
-        pid.extend([info.pid] * len(profile.stack))
+            column.extend(profile.column(name))
+        pid.extend(array(_arrays.INT64, [info.pid]) * len(rows))
     metas = [p.metadata for _, p in members]
     rates = {m.sample_bytes for m in metas}
     meta = replace(
@@ -174,9 +186,9 @@ def merge_heap_profiles(
     )
     assert isinstance(meta, HeapMetadata)
     return HeapProfile(
-        frames,
-        parents,
-        frames_of_node,
+        trees.frames,
+        trees.parents,
+        trees.frames_of_node,
         stack,
         columns["size"],
         columns["alloc_count"],

@@ -32,13 +32,12 @@ def frame_label(frame: Frame) -> str:
 def write(profile: Profile) -> bytes:
     """Serialise ``profile`` as collapsed stacks, one line per stack."""
     out = []
-    processes = {p.pid: process_title(p).replace(";", ":") for p in profile.processes}
     for thread, frames, _count, value in profile.stacks():
-        info = profile.threads[thread]
-        root = info.name.replace(";", ":").replace(" ", "_")
+        root = profile.threads[thread].name.replace(";", ":").replace(" ", "_")
         names = [root, *(frame_label(profile.frames[f]) for f in frames)]
-        if processes:
-            names.insert(0, processes[info.pid])
+        process = profile.process_of(thread)
+        if process is not None:
+            names.insert(0, process_title(process).replace(";", ":"))
         ms = max(1, round(value / 1e6)) if value > 0 else 0
         if ms:
             out.append(f"{';'.join(names)} {ms}\n")

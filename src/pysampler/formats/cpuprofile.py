@@ -21,11 +21,12 @@ writes them.
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
 from typing import Any
 
-import numpy as np
-
+from pysampler import _columns
 from pysampler.profile import (
     Frame,
     Metadata,
@@ -79,68 +80,52 @@ def write(profile: Profile) -> bytes:
     root = tree.add(-1, "(root)", "", -1)
     idle = tree.add(root, "(idle)", "", -1)
 
-    # leaf tree node per (thread, stack) key
-    n_nodes = len(profile.stack_parent) + 1
-    keys = profile.thread.astype(np.int64) * n_nodes + profile.stack
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    leaf_of_key = np.empty(len(uniq), dtype=np.int64)
-    leaf_line: list[int] = []
+    # leaf tree node per distinct (thread, stack), in (thread, stack) order
+    thread, stack = profile.column("thread"), profile.column("stack")
+    values, count = profile.column("values"), profile.column("count")
+    threads, stacks, counts, _, group = _columns.group_sums(
+        thread, stack, count, values, inverse=True
+    )
+    leaf_of_group = array.array("q", bytes(8 * len(threads)))
     thread_nodes: dict[int, int] = {}
-    processes = {p.pid: p for p in profile.processes}
-    for k, key in enumerate(uniq.tolist()):
-        thread, stack = divmod(key, n_nodes)
-        if thread not in thread_nodes:
-            info = profile.threads[thread]
-            under = root
-            if processes:
-                under = tree.add(root, process_title(processes[info.pid]), "", -1)
-            thread_nodes[thread] = tree.add(under, f"Thread: {info.name}", "", -1)
-        node = thread_nodes[thread]
-        frames = profile.stack_of(stack)
+    for k in _columns.order_by(threads, stacks):
+        t = threads[k]
+        if t not in thread_nodes:
+            process = profile.process_of(t)
+            under = root if process is None else tree.add(root, process_title(process), "", -1)
+            thread_nodes[t] = tree.add(under, f"Thread: {profile.threads[t].name}", "", -1)
+        node = thread_nodes[t]
+        frames = profile.stack_of(stacks[k])
         for fid in frames:
             f = profile.frames[fid]
             node = tree.add(node, f.function, f.filename, f.first_line - 1 if f.first_line else -1)
-        leaf_of_key[k] = node
-        leaf_line.append(profile.frames[frames[-1]].line if frames else 0)
+        leaf_of_group[k] = node + 1  # node ids are 1-based
+        # hits and line ticks count samples (a row may stand for several)
+        tree.nodes[node]["hitCount"] += counts[k]
+        line = profile.frames[frames[-1]].line if frames else 0
+        if line > 0:
+            ticks = tree.ticks[node]
+            ticks[line] = ticks.get(line, 0) + counts[k]
 
-    # timeline: events in time order, threads in index order within one
-    order = np.lexsort((profile.thread, profile.time_ns))
-    weights = profile.values[order]
-    sample_leaf = leaf_of_key[inverse[order]] if len(order) else np.empty(0, np.int64)
-    sample_key = inverse[order]
-    times = profile.time_ns[order]
-
-    seq_nodes: list[int] = []
-    seq_dur: list[int] = []
-    if len(order):
-        starts = np.flatnonzero(np.r_[True, times[1:] != times[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        event_wall = profile.wall_ns[order][starts]
-        event_sum = np.add.reduceat(weights, starts)
-        leaf_list = sample_leaf.tolist()
-        key_list = sample_key.tolist()
-        w_list = weights.tolist()
-        for s, e, wall, total in zip(
-            starts.tolist(), ends.tolist(), event_wall.tolist(), event_sum.tolist()
-        ):
-            if wall > total:
-                seq_nodes.append(idle)
-                seq_dur.append(wall - total)
-            for i in range(s, e):
-                leaf = leaf_list[i]
-                seq_nodes.append(leaf)
-                seq_dur.append(w_list[i])
-                line = leaf_line[key_list[i]]
-                if line > 0:
-                    ticks = tree.ticks[leaf]
-                    ticks[line] = ticks.get(line, 0) + 1
-    for leaf_id in seq_nodes:
-        tree.nodes[leaf_id]["hitCount"] += 1
+    # timeline: events in time order, threads in index order within one;
+    # (idle) first where an event's interval was not covered by its rows
+    order = _columns.order_by(profile.column("time_ns"), thread)
+    weights = _columns.take(values, order)
+    assert group is not None
+    leaves = _columns.take(leaf_of_group, _columns.take(group, order))
+    starts, covered = _columns.runs(_columns.take(profile.column("time_ns"), order), weights)
+    walls = _columns.take(_columns.take(profile.column("wall_ns"), order), starts)
+    gaps = [
+        (start, wall - total) for start, wall, total in zip(starts, walls, covered) if wall > total
+    ]
+    at = array.array("q", [g[0] for g in gaps])
+    tree.nodes[idle]["hitCount"] += len(gaps)
+    seq_nodes = _columns.insert(leaves, at, array.array("q", [idle + 1]) * len(gaps))
+    seq_dur = _columns.insert(weights, at, array.array("q", [g[1] for g in gaps]))
 
     # cumulative nanoseconds -> whole microseconds, rounding once so that
     # the deltas add up exactly to the total
-    cum_us = np.floor_divide(np.cumsum(np.r_[0, seq_dur]), 1000)
-    deltas = [0, *np.diff(cum_us[:-1]).tolist()] if seq_nodes else []
+    deltas, end_us = _columns.tick_deltas(seq_dur, 1000)
     start_us = int(profile.metadata.start_time * 1e6)
 
     for entry, ticks in zip(tree.nodes, tree.ticks):
@@ -148,14 +133,14 @@ def write(profile: Profile) -> bytes:
             entry["positionTicks"] = [{"line": ln, "ticks": t} for ln, t in sorted(ticks.items())]
         if not entry["children"]:
             del entry["children"]
-    doc = {
-        "nodes": tree.nodes,
-        "startTime": start_us,
-        "endTime": start_us + int(cum_us[-1]),
-        "samples": [n + 1 for n in seq_nodes],
-        "timeDeltas": deltas,
-    }
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    doc = {"nodes": tree.nodes, "startTime": start_us, "endTime": start_us + end_us}
+    head = json.dumps(doc, separators=(",", ":"))[:-1]  # without the closing brace
+    # the two long arrays are written as text by a column kernel, not as
+    # millions of Python ints through json
+    return (
+        f'{head},"samples":[{_columns.join_ints(seq_nodes)}],'
+        f'"timeDeltas":[{_columns.join_ints(deltas)}]}}'
+    ).encode()
 
 
 # -- reading -------------------------------------------------------------
@@ -172,9 +157,10 @@ def read(data: bytes) -> Profile:
     ``endTime``); ``(idle)`` samples are dropped. ``Thread: <name>``
     children of ``(root)`` (as we write them) become threads; a profile
     without them has one thread. The format records neither the sampling
-    mode nor the rate: the profile is read as CPU time, and the rate is the
-    one the timestamps show. Lines are the functions' first lines (the
-    per-line ``positionTicks`` are not spread over samples).
+    mode nor the rate: the profile is read as CPU time, the delivered rate
+    is the one the timestamps show and the requested one is 0 (unknown).
+    Lines are the functions' first lines (the per-line ``positionTicks``
+    are not spread over samples).
 
     Args:
         data: the file's contents (UTF-8 JSON).
@@ -247,12 +233,14 @@ def read(data: bytes) -> Profile:
             placed[n] = where
         return where
 
-    times = np.cumsum(np.asarray(deltas, dtype=np.int64)) + start_us
-    durations = np.diff(np.r_[times, max(end_us, int(times[-1]) if len(times) else end_us)])
+    times = [start_us + t for t in itertools.accumulate(deltas)]
+    # each sample lasts until the next one (the last until endTime)
+    ends = [*times[1:], max(end_us, times[-1])] if times else []
     rows_stack: list[int] = []
     rows_thread: list[int] = []
-    keep: list[int] = []
-    for i, sid in enumerate(samples):
+    time_ns: list[int] = []
+    dur_ns: list[int] = []
+    for sid, t, end in zip(samples, times, ends):
         if sid not in nodes:
             raise ValueError(f".cpuprofile sample refers to node {sid}, which does not exist")
         where = place(sid)
@@ -260,16 +248,14 @@ def read(data: bytes) -> Profile:
             continue  # idle, or time spent in (root) itself
         rows_thread.append(where[0])
         rows_stack.append(where[1])
-        keep.append(i)
-    kept = np.asarray(keep, dtype=np.int64)
-    dur_ns = np.maximum(durations[kept], 0) * 1000 if len(kept) else np.zeros(0, np.int64)
-    time_ns = times[kept] * 1000 if len(kept) else np.zeros(0, np.int64)
+        time_ns.append(t * 1000)
+        dur_ns.append(max(end - t, 0) * 1000)
     duration = max(0.0, (end_us - start_us) / 1e6)
-    events = len(np.unique(times)) if len(times) else 0
+    events = len(set(times))
     hz = events / duration if duration > 0 else 0.0
     meta = Metadata(
         mode="cpu",
-        hz_requested=hz,
+        hz_requested=0.0,  # not recorded in the format: unknown
         hz_delivered=hz,
         start_time=start_us / 1e6,
         duration=duration,
@@ -285,5 +271,7 @@ def read(data: bytes) -> Profile:
         wall_ns=dur_ns,
         threads=[ThreadInfo(i, 0, name, pid) for i, (name, pid) in enumerate(threads)],
         metadata=meta,
-        processes=list(processes.values()),
+        # a file mixing threads under process nodes and threads outside any
+        # is not ours: its threads name their processes, nothing more
+        processes=list(processes.values()) if all(pid for _, pid in threads) else (),
     )

@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from pysampler.heap_profile import HeapMetadata, HeapProfile
 from pysampler.profile import Frame, process_title
 
@@ -69,7 +67,6 @@ def write_heap(profile: HeapProfile) -> bytes:
     tree_of_stack: dict[int, int] = {}
 
     titles = {p.pid: process_title(p) for p in profile.processes}
-    pids = profile.pid.tolist()
 
     def tree_node(stack_node: int, pid: int) -> int:
         """The tree node (index into ``nodes``) of a stack-tree node (stack
@@ -103,14 +100,19 @@ def write_heap(profile: HeapProfile) -> bytes:
         tree_of_stack[stack_node] = parent
         return parent
 
-    counts = profile.counts
-    sample_size = np.rint(profile.size * profile.weight).astype(np.int64)
     samples: list[dict[str, int]] = []
     ordinal = 0
-    for row in np.flatnonzero(counts).tolist():
-        idx = tree_node(int(profile.stack[row]), pids[row])
-        size = int(sample_size[row])
-        n = int(counts[row])
+    for node, n, block, weight, pid in zip(
+        profile.column("stack"),
+        profile.column("counts"),
+        profile.column("size"),
+        profile.estimate("weight"),
+        profile.column("pid"),
+    ):
+        if not n:
+            continue
+        idx = tree_node(node, pid)
+        size = round(block * weight)
         nodes[idx]["selfSize"] += size * n
         node_id = idx + 1
         for _ in range(n):

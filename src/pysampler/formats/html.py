@@ -16,14 +16,14 @@ the view shown, bytes by default).
 
 from __future__ import annotations
 
+import array
 import datetime
 import html
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from pysampler import _columns
 from pysampler.profile import process_title
 
 if TYPE_CHECKING:
@@ -69,12 +69,11 @@ def tree_data(profile: Profile) -> dict[str, Any]:
     for thread, frames, count, weight in profile.stacks():
         if weight <= 0:
             continue
-        top = 0
-        if process_index:
-            top = child(0, -1 - n_threads - process_index[profile.threads[thread].pid])
-        path = [child(top, -1 - thread)]
-        if top:
-            path.insert(0, top)
+        process = profile.process_of(thread)
+        path = []
+        if process is not None:
+            path.append(child(0, -1 - n_threads - process_index[process.pid]))
+        path.append(child(path[-1] if path else 0, -1 - thread))
         for fid in frames:
             path.append(child(path[-1], fn_of_frame[fid]))
         for node in (0, *path):
@@ -174,22 +173,16 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
             tree_of_stack[stack_node] = found
         return found
 
-    leaf = np.array(
-        [tree_node(s, p) for s, p in zip(profile.stack.tolist(), profile.pid.tolist())],
-        dtype=np.int64,
+    leaf = array.array(
+        "q", [tree_node(s, p) for s, p in zip(profile.column("stack"), profile.column("pid"))]
     )
     n = len(parent)
     # each node's own share, then added up the tree (a parent's id is smaller)
-    columns = {
-        "inuse_space": (profile.inuse_space, profile.inuse_count),
-        "inuse_objects": (profile.inuse_objects, profile.inuse_count),
-        "alloc_space": (profile.alloc_space, profile.alloc_count),
-        "alloc_objects": (profile.alloc_objects, profile.alloc_count),
-    }
-    totals: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
-    for name, (values, counts) in columns.items():
-        val = np.bincount(leaf, weights=values, minlength=n) if len(leaf) else np.zeros(n)
-        cnt = np.bincount(leaf, weights=counts, minlength=n) if len(leaf) else np.zeros(n)
+    totals: dict[str, tuple[list[float], list[int]]] = {}
+    for name in HEAP_VIEWS:
+        counts = profile.column("inuse_count" if name.startswith("inuse") else "alloc_count")
+        val = _columns.bincount(leaf, profile.estimate(name), n).tolist()
+        cnt = _columns.bincount(leaf, counts, n).tolist()
         for node in range(n - 1, 0, -1):
             val[parent[node]] += val[node]
             cnt[parent[node]] += cnt[node]
@@ -207,8 +200,8 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
     new = {old: i for i, old in enumerate(order)}
     views = {
         name: {
-            "value": np.rint(val[order]).astype(np.int64).tolist(),
-            "samples": np.rint(cnt[order]).astype(np.int64).tolist(),
+            "value": [round(val[o]) for o in order],
+            "samples": [cnt[o] for o in order],
         }
         for name, (val, cnt) in totals.items()
     }
@@ -237,3 +230,9 @@ def write_heap(profile: HeapProfile) -> bytes:
     """Serialise a heap profile as a self-contained HTML flame graph page
     (boxes sized by bytes of the profile's view; the page switches views)."""
     return _page(heap_tree_data(profile), "pysampler heap flame graph")
+
+
+def write_diff(tree: dict[str, Any]) -> bytes:
+    """A differential flame graph page from :func:`pysampler.diff.tree_data`
+    (widths from the new profile, colour by the change against the base)."""
+    return _page(tree, "pysampler differential flame graph")

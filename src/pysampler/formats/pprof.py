@@ -21,13 +21,12 @@ Layout of what we write:
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from pysampler.formats._protobuf import Message, fields, unpack
 from pysampler.profile import Frame, Metadata, ProcessInfo, Profile, ThreadInfo
@@ -57,6 +56,7 @@ def write(profile: Profile) -> bytes:
     thread_id_key = strings("thread_id")
     thread_name_key = strings("thread_name")
     task_name_key = strings("task_name")
+    # a string label, as Pyroscope and Grafana keep only those
     pid_key = strings("pid") if profile.processes else 0
     for thread, frames, count, value in profile.stacks():
         info = profile.threads[thread]
@@ -69,8 +69,9 @@ def write(profile: Profile) -> bytes:
         task = profile.frames[frames[0]].task_name if frames else None
         if task is not None:
             sample.sub(3, Message().uint(1, task_name_key).uint(2, strings(task)))
-        if pid_key:
-            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(info.pid))))
+        process = profile.process_of(thread)
+        if process is not None:
+            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(process.pid))))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
@@ -84,7 +85,8 @@ def write(profile: Profile) -> bytes:
     comment = (
         f"pysampler mode={meta.mode} hz={meta.hz_requested:g} "
         f"delivered_hz={meta.hz_delivered:.1f} pid={meta.pid} python={meta.python_version} "
-        f"dropped_samples={meta.dropped_samples}"
+        f"dropped_samples={meta.dropped_samples} sampling_ns={meta.sampling_ns} "
+        f"sampling_events={meta.sampling_events}"
     )
     tail.packed(13, [strings(comment), *group_comments(strings, profile.processes, meta.notes)])
     tail.uint(14, strings(value_type))
@@ -113,9 +115,15 @@ _PROCESS_COMMENT = re.compile(
 )
 
 
-def read_group_comments(d: _Decoded) -> tuple[dict[int, ProcessInfo], tuple[str, ...]]:
-    """The processes and notes :func:`group_comments` wrote."""
-    processes: dict[int, ProcessInfo] = {}
+def read_group_comments(
+    d: _Decoded, pids: Sequence[int], own: int
+) -> tuple[list[ProcessInfo], tuple[str, ...]]:
+    """The processes and notes :func:`group_comments` wrote. ``pids`` are
+    the ``pid`` labels read (0 where a sample has none: the profile's own
+    process, ``own``); without any, the profile is of one process and has
+    no process table. A process labelled but not described gets a bare
+    entry (a file from another writer)."""
+    described: dict[int, ProcessInfo] = {}
     notes = []
     for idx in d.comments:
         text = d.string(idx)
@@ -126,8 +134,22 @@ def read_group_comments(d: _Decoded) -> tuple[dict[int, ProcessInfo], tuple[str,
         if match:
             pid = int(match.group(1))
             role, command = json.loads(match.group(3)), json.loads(match.group(4))
-            processes[pid] = ProcessInfo(pid, float(match.group(2)), str(role), str(command))
-    return processes, tuple(notes)
+            described[pid] = ProcessInfo(pid, float(match.group(2)), str(role), str(command))
+    if not any(pids):
+        return [], tuple(notes)
+    processes = {
+        p: described.get(p) or ProcessInfo(p, 0.0, "", "") for p in (q or own for q in pids)
+    }
+    # described processes first, in the order written, then the others
+    order = [p for p in described if p in processes] + [p for p in processes if p not in described]
+    return [processes[p] for p in order], tuple(notes)
+
+
+def label_pid(d: _Decoded, text: int, num: int) -> int:
+    """The process a ``pid`` label names: a string (ours, and what
+    Pyroscope keeps) or a number; 0 if neither is a pid."""
+    label = d.string(text)
+    return int(label) if label.isdigit() else max(0, num)
 
 
 def display_name(function: str) -> str:
@@ -400,6 +422,7 @@ def read(data: bytes) -> Profile | HeapProfile:
     rows_stack: list[int] = []
     rows_thread: list[int] = []
     rows_value: list[int] = []
+    rows_count: list[int] = []
     for locs, vals, labels in d.samples:
         if index >= len(vals):
             continue
@@ -414,9 +437,8 @@ def read(data: bytes) -> Profile | HeapProfile:
                 ident = d.string(text) or str(num)
             elif key == thread_name_key:
                 name = d.string(text)
-            elif key == pid_key:
-                pid_text = d.string(text)
-                pid = int(pid_text) if pid_text.isdigit() else max(0, num)
+            elif key == pid_key:  # a profile of several processes
+                pid = label_pid(d, text, num)
         thread = threads.setdefault((ident, name, pid), len(threads))
         node = -1
         for loc_id in reversed(locs):  # location ids are listed leaf first
@@ -426,42 +448,37 @@ def read(data: bytes) -> Profile | HeapProfile:
             node = nodes.setdefault(
                 (-1, frames.setdefault(Frame("(unknown)", "", 0, 0), len(frames))), len(nodes)
             )
-        # one row per counted sample keeps sample counts; the value is split
-        # evenly (remainder on the first rows) so totals stay exact
-        n = max(1, n)
-        share, extra = divmod(max(0, value), n)
-        rows_stack += [node] * n
-        rows_thread += [thread] * n
-        rows_value += [share + 1] * extra + [share] * (n - extra)
+        # one row per pprof sample, standing for its count of samples
+        rows_stack.append(node)
+        rows_thread.append(thread)
+        rows_value.append(max(0, value))
+        rows_count.append(max(1, n))
 
-    value_arr = np.asarray(rows_value, dtype=np.int64)
     start_ns = d.time_nanos
-    time_ns = (
-        start_ns + np.concatenate(([0], np.cumsum(value_arr)[:-1])) if len(value_arr) else value_arr
-    )
+    # no timestamps in pprof: rows are laid end to end from the start
+    time_ns = list(itertools.accumulate(rows_value[:-1], initial=start_ns))[: len(rows_value)]
+    total = sum(rows_value)
     info = _comment_facts(d)
-    duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else float(value_arr.sum()) / 1e9
+    duration = d.duration_nanos / 1e9 if d.duration_nanos > 0 else total / 1e9
     hz = float(info.get("hz", 1e9 / period_ns if period_ns else 0.0))
     thread_list = []
     for i, (ident, name, pid) in enumerate(threads):
         num = int(ident) if ident.isdigit() else i
         label = name or (f"Thread-{ident}" if ident else "all")
         thread_list.append(ThreadInfo(num, 0, label, pid))
-    processes, notes = read_group_comments(d)
-    if any(t.pid for t in thread_list):
-        for t in thread_list:
-            processes.setdefault(t.pid, ProcessInfo(t.pid, 0.0, "", ""))
-    else:
-        processes = {}
+    own = int(info.get("pid", 0))
+    processes, notes = read_group_comments(d, [t.pid for t in thread_list], own)
     meta = Metadata(
         mode=str(info.get("mode", mode)) if info.get("mode") in ("cpu", "wall") else mode,
         hz_requested=hz,
         hz_delivered=float(info.get("delivered_hz", hz)),
         start_time=start_ns / 1e9,
         duration=duration,
-        pid=int(info.get("pid", 0)),
+        pid=own,
         python_version=str(info.get("python", "")),
         dropped_samples=int(info.get("dropped_samples", 0)),
+        sampling_ns=int(info.get("sampling_ns", 0)),
+        sampling_events=int(info.get("sampling_events", 0)),
         notes=notes,
     )
     return Profile(
@@ -471,11 +488,12 @@ def read(data: bytes) -> Profile | HeapProfile:
         stack=rows_stack,
         thread=rows_thread,
         time_ns=time_ns,
-        cpu_ns=value_arr if meta.mode == "cpu" else np.zeros_like(value_arr),
-        wall_ns=value_arr,
+        cpu_ns=rows_value if meta.mode == "cpu" else [0] * len(rows_value),
+        wall_ns=rows_value,
         threads=thread_list,
         metadata=meta,
-        processes=list(processes.values()),
+        count=rows_count,
+        processes=processes,
     )
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from pysampler.formats._protobuf import Message
 from pysampler.formats.pprof import (
     Strings,
@@ -32,11 +30,12 @@ from pysampler.formats.pprof import (
     _Symbols,
     finish,
     group_comments,
+    label_pid,
     read_group_comments,
     write_symbols,
 )
 from pysampler.heap_profile import HeapMetadata, HeapProfile
-from pysampler.profile import Frame, ProcessInfo
+from pysampler.profile import Frame
 
 SAMPLE_TYPES = (
     ("alloc_objects", "count"),
@@ -54,33 +53,29 @@ def write_heap(profile: HeapProfile) -> bytes:
     for type_, unit in SAMPLE_TYPES:
         out.sub(1, Message().uint(1, strings(type_)).uint(2, strings(unit)))
 
-    columns = np.rint(
-        np.column_stack(
-            [
-                profile.alloc_objects,
-                profile.alloc_space,
-                profile.inuse_objects,
-                profile.inuse_space,
-            ]
+    columns = zip(
+        *(
+            profile.estimate(name)
+            for name in ("alloc_objects", "alloc_space", "inuse_objects", "inuse_space")
         )
-    ).astype(np.int64)
+    )
     bytes_key = strings("bytes")
     pid_key = strings("pid") if profile.processes else 0
-    pids = profile.pid.tolist()
     paths: dict[int, list[int]] = {}
-    for row in range(len(profile.stack)):
-        if not columns[row].any():
+    rows = zip(profile.column("stack"), profile.column("size"), profile.column("pid"), columns)
+    for node, size, pid, estimates in rows:
+        values = [round(v) for v in estimates]
+        if not any(values):
             continue
-        node = int(profile.stack[row])
         if node not in paths:
             paths[node] = profile.stack_of(node)
         sample = Message()
         # location ids are frame ids + 1, listed leaf first
         sample.packed(1, (f + 1 for f in reversed(paths[node])))
-        sample.packed(2, columns[row].tolist())
-        sample.sub(3, Message().uint(1, bytes_key).uint(3, int(profile.size[row])))
+        sample.packed(2, values)
+        sample.sub(3, Message().uint(1, bytes_key).uint(3, size))
         if pid_key:
-            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(pids[row]))))
+            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(pid))))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
@@ -163,8 +158,7 @@ def read_heap(d: _Decoded) -> HeapProfile:
         if not any(o or b for o, b in got.values()):
             continue
         size = next((num for key, _t, num in labels if key == bytes_key and num > 0), 0)
-        pid_text = next((d.string(t) for key, t, _n in labels if key == pid_key), "")
-        pid = int(pid_text) if pid_text.isdigit() else 0
+        pid = next((label_pid(d, t, n) for key, t, n in labels if key == pid_key), 0)
         if not size:
             o, b = got["alloc"] if got["alloc"][1] else got["inuse"]
             size = round(b / o) if o else b
@@ -191,20 +185,16 @@ def read_heap(d: _Decoded) -> HeapProfile:
         row[1] += counts[1]
 
     info = _comment_facts(d)
-    processes, notes = read_group_comments(d)
+    own = int(info.get("pid", 0))
     keys = list(rows)
-    if any(k[2] for k in keys):
-        for k in keys:
-            processes.setdefault(k[2], ProcessInfo(k[2], 0.0, "", ""))
-    else:
-        processes = {}
+    processes, notes = read_group_comments(d, [k[2] for k in keys], own)
     alloc = [rows[k][0] for k in keys]
     default = d.string(d.default_type)
     meta = HeapMetadata(
         sample_bytes=rate,
         start_time=d.time_nanos / 1e9 if d.time_nanos > 0 else 0.0,
         duration=d.duration_nanos / 1e9 if d.duration_nanos > 0 else 0.0,
-        pid=int(info.get("pid", 0)),
+        pid=own,
         python_version=str(info.get("python", "")),
         sampled_allocations=int(info.get("sampled", sum(alloc))),
         dropped_samples=int(info.get("dropped_samples", 0)),
@@ -220,6 +210,6 @@ def read_heap(d: _Decoded) -> HeapProfile:
         inuse_count=[rows[k][1] for k in keys],
         metadata=meta,
         view="alloc" if default.startswith("alloc") else "inuse",
-        processes=list(processes.values()),
-        pid=[k[2] for k in keys],
+        processes=processes,
+        pid=[k[2] or own for k in keys] if processes else None,
     )

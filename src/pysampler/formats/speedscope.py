@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pysampler import _columns
 
 if TYPE_CHECKING:
     from pysampler.profile import Profile
@@ -51,32 +51,35 @@ def write(profile: Profile) -> bytes:
 
     profiles = []
     weights_of = []
-    values = profile.values
-    order = np.lexsort((profile.time_ns, profile.thread))  # by thread, then time
-    thread_sorted = profile.thread[order]
-    bounds = np.searchsorted(thread_sorted, np.arange(len(profile.threads) + 1))
-    for t, info in enumerate(profile.threads):
-        rows = order[bounds[t] : bounds[t + 1]]
-        rows = rows[values[rows] > 0]
-        if not len(rows):
-            continue
-        stacks = profile.stack[rows].tolist()
-        weights = values[rows].tolist()
+    thread = profile.column("thread")
+    order = _columns.order_by(thread, profile.column("time_ns"))  # by thread, then time
+    ordered_values = _columns.take(profile.column("values"), order)
+    starts, _ = _columns.runs(_columns.take(thread, order), ordered_values)
+    stacks = _columns.take(profile.column("stack"), order).tolist()
+    values = ordered_values.tolist()
+    bounds = [*starts, len(order)]
+    for i, start in enumerate(starts):
+        t = thread[order[start]]
+        info, process = profile.threads[t], profile.process_of(t)
         samples: list[list[int]] = []
         merged: list[int] = []
         last = -2
-        for node, weight in zip(stacks, weights):
+        for node, weight in zip(stacks[start : bounds[i + 1]], values[start : bounds[i + 1]]):
+            if weight <= 0:
+                continue
             if node == last:
                 merged[-1] += weight
             else:
                 samples.append(path(node))
                 merged.append(weight)
                 last = node
+        if not merged:
+            continue
         total = int(sum(merged))
         profiles.append(
             {
                 "type": "sampled",
-                "name": (f"Process {info.pid} " if info.pid else "") + f"Thread: {info.name}",
+                "name": (f"Process {process.pid} " if process else "") + f"Thread: {info.name}",
                 "unit": "nanoseconds",
                 "startValue": 0,
                 "endValue": total,
@@ -89,9 +92,10 @@ def write(profile: Profile) -> bytes:
     meta = profile.metadata
     doc = {
         "$schema": SCHEMA,
-        "name": f"pysampler {meta.mode} profile ({meta.hz_requested:g} Hz)",
+        "name": f"pysampler {meta.mode} profile"
+        + (f" ({meta.hz_requested:g} Hz)" if meta.hz_requested > 0 else ""),
         "exporter": f"pysampler {__version__}",
-        "activeProfileIndex": int(np.argmax(weights_of)) if weights_of else 0,
+        "activeProfileIndex": weights_of.index(max(weights_of)) if weights_of else 0,
         "shared": {"frames": shared},
         "profiles": profiles,
     }

@@ -5,25 +5,30 @@ A message is one line of JSON (the header, with ``size``: the length of a
 binary payload that follows, e.g. a profile) and the payload. Every
 connection is checked both ways for the peer's uid: a process of another
 user (root included) is dropped before a byte is read from it.
+
+An idle member imports this module to listen; ``json`` waits for the
+first message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import struct
 import sys
 import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Message = tuple[dict[str, Any], bytes]
 
 #: the longest header line accepted; anything longer is not ours
 MAX_HEADER = 1 << 16
 #: the largest payload accepted (a profile far past the tables' caps)
 MAX_PAYLOAD = 1 << 31
-
-Message = tuple[dict[str, Any], bytes]
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -79,22 +84,34 @@ def connect(path: str, timeout: float) -> socket.socket:
 
 
 def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """A message: ``header`` as one line of JSON, with ``size``, then ``payload``."""
+    import json
+
     line = json.dumps({**header, "size": len(payload)}, separators=(",", ":"))
     return line.encode() + b"\n" + payload
 
 
 class Reader:
-    """Splits bytes received on a connection into messages."""
+    """Splits bytes received on a connection into messages.
 
-    def __init__(self) -> None:
+    Args:
+        first_only: stop after the first message; what follows it (a
+            stream, not messages) stays for :meth:`rest`.
+    """
+
+    def __init__(self, first_only: bool = False) -> None:
         self._buf = bytearray()
         self._header: dict[str, Any] | None = None
+        self._first_only = first_only
+        self._done = False
 
     def feed(self, data: bytes) -> list[Message]:
         """Messages completed by ``data``; ValueError on a malformed one."""
+        import json
+
         self._buf += data
         out: list[Message] = []
-        while True:
+        while not self._done:
             if self._header is None:
                 end = self._buf.find(b"\n")
                 if end < 0:
@@ -115,11 +132,20 @@ class Reader:
             out.append((self._header, bytes(self._buf[:size])))
             del self._buf[:size]
             self._header = None
+            self._done = self._first_only
+        return out
+
+    def rest(self) -> bytes:
+        """Bytes received past the last complete message (the start of a
+        stream that follows a header), taken out of the reader."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
 
 def read_message(sock: socket.socket, timeout: float) -> Message | None:
     """One message, read within ``timeout`` seconds; None on EOF or timeout."""
-    reader = Reader()
+    reader = Reader(first_only=True)
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()

@@ -28,6 +28,7 @@ from pysampler.server.query import HttpError
 
 if TYPE_CHECKING:
     from pysampler.group.member import Group
+    from pysampler.heapsnapshot import Writable
 
 #: seconds a member may take, after the window ends, to stop its session,
 #: build its profile and send it; past it the profile is merged without it
@@ -36,6 +37,11 @@ GRACE = 3.0
 INFO_TIMEOUT = 1.0
 #: how often a waiting request looks for a client that hung up or a cancel
 POLL_INTERVAL = 0.1
+#: a member has this long to take a heap snapshot (the program is paused
+#: meanwhile: about 1.4 s for a million objects) and start sending it
+SNAPSHOT_TIMEOUT = 120.0
+#: then each part of the snapshot has this long to arrive
+STREAM_TIMEOUT = 30.0
 
 
 @dataclass(eq=False)
@@ -59,6 +65,28 @@ class _Call:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
+
+    def copy_to(self, out: Writable, length: int) -> None:
+        """Copy the ``length`` bytes that follow the answer's header to
+        ``out``, a megabyte at a time.
+
+        Raises:
+            OSError: the member's connection closed or stalled first.
+        """
+        assert self.sock is not None
+        self.sock.setblocking(True)
+        self.sock.settimeout(STREAM_TIMEOUT)
+        data = self.reader.rest()
+        left = length
+        while left > 0:
+            if not data:
+                data = self.sock.recv(min(1 << 20, left))
+                if not data:
+                    raise ConnectionResetError(f"process {self.pid} stopped sending its snapshot")
+            chunk = data[:left]
+            out.write(chunk)
+            left -= len(chunk)
+            data = b""
 
 
 @dataclass(eq=False)
@@ -136,7 +164,7 @@ class Endpoint:
             if unknown:
                 raise HttpError(
                     404,
-                    f"no process {unknown[0]} in this group; its processes are: "
+                    f"no process {unknown[0]} here; this endpoint profiles processes "
                     + ", ".join(map(str, members)),
                     "pid",
                     pids=members,
@@ -146,8 +174,10 @@ class Endpoint:
 
     # -- talking to members --------------------------------------------------
 
-    def _open(self, pids: list[int], header: dict[str, Any]) -> list[_Call]:
-        """Send ``header`` to every pid; this process answers in-process."""
+    def _open(self, pids: list[int], header: dict[str, Any], stream: bool = False) -> list[_Call]:
+        """Send ``header`` to every pid; this process answers in-process.
+        With ``stream``, the answer is a header followed by a stream of
+        bytes (read with :meth:`_Call.copy_to`), not messages."""
         data = channel.encode(header)
         calls = []
         for pid in pids:
@@ -175,7 +205,7 @@ class Endpoint:
                 except OSError as exc:
                     calls.append(_Call(pid, None, why=f"unreachable ({exc})"))
                     continue
-            call = _Call(pid, sock)
+            call = _Call(pid, sock, channel.Reader(first_only=stream))
             try:
                 sock.setblocking(False)
                 if sock.send(data) != len(data):  # a few hundred bytes: never cut short
@@ -347,6 +377,37 @@ class Endpoint:
         finally:
             for call in calls:
                 call.close()
+
+    def heap_snapshot(
+        self, pid: int, collect: bool, client: socket.socket | None
+    ) -> tuple[dict[str, Any], _Call] | None:
+        """Ask process ``pid`` for a heap snapshot of its object graph: its
+        answer (``length``, ``pause_ms``, ``nodes``, ``edges``) and the call
+        to copy the snapshot from (then close); None when the client hung
+        up. A snapshot of one process: two processes' object graphs do not
+        merge.
+
+        Raises:
+            HttpError: what the member refused with (409 while it takes
+                another, 501 on free-threaded CPython), or 503 when it did
+                not answer within :data:`SNAPSHOT_TIMEOUT`.
+        """
+        calls = self._open([pid], {"op": "heap_snapshot", "collect": collect}, stream=True)
+        call = calls[0]
+        try:
+            deadline = time.monotonic() + SNAPSHOT_TIMEOUT
+            outcome = self._collect(calls, deadline, lambda c: False, client)
+            if outcome == "disconnected":
+                call.close()
+                return None
+            if call.header is None:
+                raise HttpError(
+                    call.status or 503, f"process {pid} took no heap snapshot: {call.why}"
+                )
+            return call.header, call
+        except BaseException:
+            call.close()
+            raise
 
     def members(self) -> list[dict[str, Any]]:
         """Who is in the group: pid, start time, role, command line."""

@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
-import random
 import selectors
-import shutil
 import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from pysampler.group import ENV, channel, rundir, wire
+# first, so that its at-fork handler runs before any other of the package's
+from pysampler import _fork_imports  # noqa: F401
+from pysampler.group import ENV, channel, rundir
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from pysampler.group.leader import Endpoint
+    from pysampler.heapsnapshot import SnapshotParts
     from pysampler.server import Server
     from pysampler.server.sessions import Session
 
@@ -41,8 +43,16 @@ HEADER_TIMEOUT = 5.0
 SEND_TIMEOUT = 30.0
 #: how often a waiting member looks for a leader that hung up or a cancel
 POLL_INTERVAL = 0.1
+#: control connections a member answers at once (each on a thread of its
+#: own); more are closed unanswered, as the HTTP endpoint's 503
+MAX_ACTIVE = 8
 
-_log = logging.getLogger("pysampler.group")
+
+def _debug(message: str) -> None:
+    # the logging package is loaded only when there is something to log
+    from pysampler._log import logger
+
+    logger("pysampler.group").debug(message, exc_info=True)
 
 
 class Refused(Exception):
@@ -53,17 +63,29 @@ class Refused(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
 class Settings:
     """The endpoint's settings, as the start-up hook read them from the
-    environment; every member keeps them to serve the port if it leads."""
+    environment; every member keeps them to serve the port if it leads.
+    (A plain class: dataclasses imports inspect, and typing's NamedTuple
+    typing, neither of which an idle member needs otherwise.)"""
 
-    port: int
-    host: str = "127.0.0.1"
-    token: str | None = None
-    max_duration: float = 600.0
-    heap: bool = False
-    heap_sample_bytes: int = 512 * 1024
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        token: str | None = None,
+        max_duration: float = 600.0,
+        heap: bool = False,
+        heap_sample_bytes: int = 512 * 1024,
+        allowed_hosts: tuple[str, ...] = (),
+    ) -> None:
+        self.port = port
+        self.host = host
+        self.token = token
+        self.max_duration = max_duration
+        self.heap = heap
+        self.heap_sample_bytes = heap_sample_bytes
+        self.allowed_hosts = allowed_hosts
 
 
 def _command() -> str:
@@ -95,6 +117,8 @@ class Group:
         self.listener: socket.socket | None = None
         self._inode = 0
         self.closing = threading.Event()
+        self._active = threading.BoundedSemaphore(MAX_ACTIVE)
+        self._endpoint: Endpoint | None = None
 
     # -- who we are ----------------------------------------------------------
 
@@ -118,7 +142,6 @@ class Group:
 
     def lead(self, founding: bool = False) -> Server:
         """Serve the group's port from this process (the leader lock is held)."""
-        from pysampler.group.leader import Endpoint
         from pysampler.server import serve
 
         s = self.settings
@@ -126,13 +149,16 @@ class Group:
         # the founder keeps the heap session for /debug/pprof/heap in the
         # server, as a lone process does; members run their own (see _run)
         heap = founding and s.heap
+        args = (s.host, s.token, s.max_duration, heap, s.heap_sample_bytes, s.allowed_hosts)
         try:
-            server = serve(port, s.host, s.token, s.max_duration, heap, s.heap_sample_bytes)
+            server = serve(port, *args)
         except OSError:
             if s.port or not port:
                 raise
-            server = serve(0, s.host, s.token, s.max_duration, heap, s.heap_sample_bytes)
-        server._httpd.group = Endpoint(self)
+            server = serve(0, *args)
+        # what answers for the group is made by its first request (it
+        # imports the profile and merge code an idle endpoint does without)
+        server._httpd.group = self
         self.server = server
         with contextlib.suppress(OSError):
             rundir.write_port(self.path, server.port)
@@ -140,6 +166,14 @@ class Group:
             # as the hook does for PYSAMPLER_PORT=0: the only way to learn it
             sys.stderr.write(f"pysampler: profiling endpoint on {server.url}\n")
         return server
+
+    def endpoint(self) -> Endpoint:
+        """The leader's side of group requests (made on first use)."""
+        if self._endpoint is None:
+            from pysampler.group.leader import Endpoint
+
+            self._endpoint = Endpoint(self)
+        return self._endpoint
 
     # -- being a member ------------------------------------------------------
 
@@ -158,7 +192,8 @@ class Group:
         if self.settings.heap:
             self._start_resident_heap()
         # members started together (a pool) try the lock at different times
-        next_tick = time.monotonic() + TICK * random.random()
+        # (os.urandom rather than the random module: nothing more to import)
+        next_tick = time.monotonic() + TICK * int.from_bytes(os.urandom(2), "little") / 65536
         # poll(2) rather than epoll: no descriptor of its own while idle
         poll = getattr(selectors, "PollSelector", selectors.DefaultSelector)
         with poll() as selector:
@@ -180,7 +215,7 @@ class Group:
                             selector.register(listener, selectors.EVENT_READ)
                 except Exception:
                     # never end the thread: the member would leave the group
-                    _log.debug("pysampler: group thread error", exc_info=True)
+                    _debug("pysampler: group thread error")
                     time.sleep(TICK)
 
     def _accept(self, listener: socket.socket) -> None:
@@ -191,15 +226,25 @@ class Group:
         except OSError:
             time.sleep(0.1)  # out of descriptors: try again later
             return
-        if not channel.same_user(conn):
-            conn.close()
+        if not channel.same_user(conn) or not self._active.acquire(blocking=False):
+            conn.close()  # another user's, or more than a member answers at once
             return
-        threading.Thread(
-            target=self.serve_connection,
-            args=(conn,),
-            name="pysampler-group-request",
-            daemon=True,
-        ).start()
+        try:
+            threading.Thread(
+                target=self._serve_counted,
+                args=(conn,),
+                name="pysampler-group-request",
+                daemon=True,
+            ).start()
+        except Exception:
+            self._active.release()
+            conn.close()
+
+    def _serve_counted(self, conn: socket.socket) -> None:
+        try:
+            self.serve_connection(conn)
+        finally:
+            self._active.release()
 
     def _tick(self) -> None:
         if self.server is None and rundir.try_lock(self.lock_fd):
@@ -207,7 +252,7 @@ class Group:
                 self.lead()
             except OSError:
                 # the port is still taken: keep the lock and try again
-                _log.debug("pysampler: cannot take the group's port yet", exc_info=True)
+                _debug("pysampler: cannot take the group's port yet")
         # the socket file removed (a temp cleaner, a leader that took it for
         # a dead process's): put it back
         path = rundir.socket_path(self.path, self.pid)
@@ -252,6 +297,9 @@ class Group:
                         reply = self._profile(conn, header)
                     elif op == "heap_now":
                         reply = self._heap_now()
+                    elif op == "heap_snapshot":
+                        self._heap_snapshot(conn, header)
+                        reply = None  # sent as it was taken
                     else:
                         raise Refused(400, f"unknown request {op!r}")
                 except Refused as exc:
@@ -264,21 +312,39 @@ class Group:
             except OSError:
                 pass  # the leader went away
             except Exception:
-                _log.exception("pysampler: error answering the group's leader")
+                from pysampler._log import logger
+
+                logger("pysampler.group").exception("pysampler: error answering the group's leader")
 
     def _profile(
         self, conn: socket.socket, header: dict[str, Any]
     ) -> tuple[dict[str, Any], bytes] | None:
+        end = header.get("end")
+        if isinstance(end, (int, float)) and end <= time.monotonic():
+            # read after its window (this process was stopped, or swapped
+            # out): the leader has answered without it; start nothing that
+            # would hold the profiler when the next request comes
+            raise Refused(409, "the request's window had ended when it was read")
         from pysampler import _control
-        from pysampler.server import sessions
+        from pysampler.group import wire
+        from pysampler.server import limits, sessions
         from pysampler.server.query import HttpError
 
         kind = header["op"]
         try:
             if kind == "cpu":
                 hz, mode = _control.validate(header["hz"], header["mode"])
+                # this process's share of the request's samples
+                rows = header.get("max_samples", limits.MAX_REQUEST_SAMPLES)
+                if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+                    raise ValueError(f"max_samples must be a positive integer, not {rows!r}")
                 session = sessions.begin(
-                    self, "cpu", hz=hz, mode=mode, asyncio=bool(header.get("asyncio", False))
+                    self,
+                    "cpu",
+                    hz=hz,
+                    mode=mode,
+                    asyncio=bool(header.get("asyncio", False)),
+                    max_samples=rows,
                 )
             else:
                 rate = float(header["sample_bytes"])
@@ -288,7 +354,6 @@ class Group:
         try:
             conn.sendall(channel.encode({"started": True}))
             longest = time.monotonic() + self.settings.max_duration
-            end = header.get("end")
             # a manual session (no end) runs until "stop", or the maximum
             end = longest if not isinstance(end, (int, float)) else min(float(end), longest)
             outcome = self._wait(conn, session, end)
@@ -330,12 +395,33 @@ class Group:
     def _heap_now(self) -> tuple[dict[str, Any], bytes]:
         from pysampler import heap as _heap
         from pysampler.errors import ProfilerNotRunning
+        from pysampler.group import wire
 
         try:
             snap = _heap.snapshot()
         except ProfilerNotRunning:
             raise Refused(409, "no heap profiling session is running") from None
         return {"ok": True, "member": self.info()}, wire.encode(snap)
+
+    def _heap_snapshot(self, conn: socket.socket, header: dict[str, Any]) -> None:
+        """Take a heap snapshot and stream it to the leader: a header with
+        its ``length`` and what it cost, then the ``.heapsnapshot`` bytes,
+        sent from the snapshot's temporary files (never whole in memory)."""
+        from pysampler import heapsnapshot
+        from pysampler.errors import SnapshotInProgress
+
+        if not heapsnapshot.supported():
+            raise Refused(
+                501, "heap snapshots need the GIL: not supported on free-threaded CPython"
+            )
+        try:
+            with heapsnapshot.taking(collect=bool(header.get("collect"))) as parts:
+                conn.settimeout(SEND_TIMEOUT)
+                conn.sendall(channel.encode(_snapshot_header(self.info(), parts)))
+                with conn.makefile("wb") as out:
+                    parts.write_to(out)
+        except SnapshotInProgress:
+            raise Refused(409, "a heap snapshot is already being taken") from None
 
     # -- leaving -------------------------------------------------------------
 
@@ -352,6 +438,18 @@ class Group:
                     os.unlink(path)
             self.listener.close()
             self.listener = None
+
+
+def _snapshot_header(member: dict[str, Any], parts: SnapshotParts) -> dict[str, Any]:
+    info = parts.info()
+    return {
+        "ok": True,
+        "member": member,
+        "length": parts.size,
+        "pause_ms": round(parts.pause_seconds * 1000, 1),
+        "nodes": info.nodes,
+        "edges": info.edges,
+    }
 
 
 #: this process's group, if it has one
@@ -378,6 +476,8 @@ def found(settings: Settings) -> Server:
             raise OSError(f"the new group {path} is locked by another process")
         server = group.lead(founding=True)
     except BaseException:
+        import shutil
+
         os.close(group.lock_fd)
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -420,11 +520,18 @@ def _after_fork_in_child() -> None:
     if parent is None:
         return
     _group = None
-    sessions = sys.modules.get("pysampler.server.sessions")
-    if sessions is not None:
-        # before the new member's thread may begin a session (its own
-        # at-fork handler may run after this one)
-        sessions.reset_after_fork()
+    # The profiler's own at-fork handlers reset it in the child, and may
+    # run after this one (handlers run in the order their modules were
+    # imported): run them first, before the new member's thread may begin
+    # a session they would then discard. Each runs once per child.
+    for name, reset in (
+        ("pysampler._control", "_after_fork_in_child"),
+        ("pysampler.heap", "_after_fork_in_child"),
+        ("pysampler.server.sessions", "reset_after_fork"),
+    ):
+        module = sys.modules.get(name)
+        if module is not None:
+            getattr(module, reset)()
     if parent.listener is not None:
         with contextlib.suppress(OSError):
             parent.listener.close()
@@ -434,7 +541,7 @@ def _after_fork_in_child() -> None:
         )
         child.listen()
     except Exception:
-        _log.debug("pysampler: a forked child could not join its group", exc_info=True)
+        _debug("pysampler: a forked child could not join its group")
         return
     _group = child
 

@@ -5,6 +5,9 @@ is the group's only protection against other users: it is made with mode
 0700 and checked before every use (owned by this user, a real directory
 and not a symlink to someone else's, no permission for anyone else). A
 directory that fails the check is never used.
+
+A member that joins needs only the check, the lock and its socket's path;
+what founding a group and sweeping old ones need is imported by them.
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
-import shutil
 import socket
 import stat
-import tempfile
 
 LOCK_NAME = "leader.lock"
 PORT_NAME = "port"
@@ -29,6 +29,8 @@ class NotPrivate(PermissionError):
 
 def user_dir() -> str:
     """``$TMPDIR/pysampler-<uid>``: where this user's groups live."""
+    import tempfile
+
     return os.path.join(tempfile.gettempdir(), f"pysampler-{os.geteuid()}")
 
 
@@ -47,7 +49,7 @@ def check_private(path: str) -> None:
 def make_private(path: str) -> None:
     """Create ``path`` with mode 0700 if it is missing, then check it."""
     with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+        os.mkdir(path, 0o700)  # checked below, whoever made it
     check_private(path)
 
 
@@ -56,7 +58,7 @@ def new_group() -> str:
     base = user_dir()
     make_private(base)
     sweep(base)
-    path = os.path.join(base, secrets.token_hex(8))
+    path = os.path.join(base, os.urandom(8).hex())
     os.mkdir(path, 0o700)
     check_private(path)
     return path
@@ -152,6 +154,8 @@ def _alive(path: str) -> bool:
 def sweep(base: str, limit: int = 32) -> None:
     """Remove up to ``limit`` group directories no live process uses
     (groups killed whole, never cleaned up)."""
+    import shutil
+
     try:
         entries = list(os.scandir(base))
     except OSError:

@@ -1,9 +1,9 @@
 """How a member sends its profile to the leader: the Profile's own tables,
 as they are, rather than a file format.
 
-A JSON part (frames, threads, metadata) and the columns' raw bytes, read
-through the buffer protocol (whatever holds a column) and rebuilt as
-``array.array``: a copy, no parsing, no numpy. Both ends run on one host,
+A JSON part (frames, threads, metadata) and the columns' raw bytes
+(``Profile.column``, ``array.array``), rebuilt as ``array.array``: a copy,
+no parsing, no numpy. Both ends run on one host,
 so native byte order is fine. Measured against pprof as the alternative
 (each member writes it, the leader reads it back with our reader): a 3 s
 profile of 4 busy threads (309 samples) takes 0.06 ms to encode and
@@ -25,7 +25,16 @@ from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
 
 AnyProfile = Union[Profile, HeapProfile]
 
-_CPU_COLUMNS = ("stack_parent", "stack_frame", "stack", "thread", "time_ns", "cpu_ns", "wall_ns")
+_CPU_COLUMNS = (
+    "stack_parent",
+    "stack_frame",
+    "stack",
+    "thread",
+    "time_ns",
+    "cpu_ns",
+    "wall_ns",
+    "count",
+)
 _HEAP_COLUMNS = ("stack_parent", "stack_frame", "stack", "size", "alloc_count", "inuse_count")
 _TYPECODES = {4: "i", 8: "q"}
 
@@ -34,7 +43,7 @@ def encode(profile: AnyProfile) -> bytes:
     """The profile's tables as bytes for :func:`decode`."""
     heap = isinstance(profile, HeapProfile)
     names = _HEAP_COLUMNS if heap else _CPU_COLUMNS
-    views = [memoryview(getattr(profile, name)) for name in names]
+    views = [memoryview(profile.column(name)) for name in names]
     head: dict[str, Any] = {
         "kind": "heap" if heap else "cpu",
         "frames": [list(f) for f in profile.frames],
@@ -94,6 +103,7 @@ def decode(data: bytes) -> AnyProfile:
             c["wall_ns"],
             [ThreadInfo(*t) for t in head["threads"]],
             Metadata(**meta),
+            count=c["count"],
         )
     except (KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"not a profile ({type(exc).__name__}: {exc})") from None

@@ -2,9 +2,12 @@
 that concerns other processes of the group (pysampler.group does the
 work; this module turns it into HTTP answers).
 
-A request for this process alone, in a group or not, is left to the
-lone-process routes, so a single-process program behaves as without
-groups.
+Requests reach this module only from the route handlers, after the
+endpoint's checks (Host, cross-origin, token) and within its limits
+(a handler thread from the listener, the sample budget, which a group
+request shares among its processes). A request for this process alone,
+in a group or not, is left to the lone-process routes, so a
+single-process program behaves as without groups.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import datetime
 import html
 import os
 import re
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from pysampler import formats
 from pysampler.heap_profile import HeapProfile
-from pysampler.server import query
+from pysampler.server import limits, query
 from pysampler.server.query import HttpError
 
 if TYPE_CHECKING:
@@ -52,8 +56,9 @@ def split_pids(query_text: str) -> tuple[list[int], str]:
 
 
 def endpoint(handler: _Handler) -> Endpoint | None:
-    group: Endpoint | None = getattr(handler.server, "group", None)
-    return group
+    """The group's side of this endpoint, if it serves a group."""
+    group = handler.server.group
+    return None if group is None else group.endpoint()
 
 
 def targets(handler: _Handler) -> list[int] | None:
@@ -69,7 +74,9 @@ def targets(handler: _Handler) -> list[int] | None:
     own = os.getpid()
     others = [p for p in handler.pids if p != own]
     if others:
-        raise HttpError(404, f"no process {others[0]} here; this process is {own}", "pid")
+        raise HttpError(
+            404, f"no process {others[0]} here; this endpoint profiles process {own}", "pid"
+        )
     return None
 
 
@@ -91,6 +98,9 @@ def timed_cpu(
 ) -> None:
     group = endpoint(handler)
     assert group is not None
+    # every process samples the window: the budget is the request's, shared
+    limits.sampling_budget(fields["hz"], seconds, "the window", len(pids))
+    fields = {**fields, "max_samples": limits.member_samples(len(pids))}
     merged = group.timed("cpu", pids, seconds, fields, handler.connection, handler.server.closing)
     if merged is not None:
         name = filename or _filename("cpu", merged.started_unix, seconds, fmt)
@@ -142,11 +152,61 @@ def heap_now(handler: _Handler, pids: list[int], view: str, filename: str) -> No
     _send(handler, merged, formats.get("pprof"), filename)
 
 
+def heap_snapshot(handler: _Handler, collect: bool) -> bool:
+    """Answer /profile/heap_snapshot for another process of the group, named
+    by ``?pid=N``; whether it did (False: this process's own, the default).
+    Object graphs of several processes do not merge, so a snapshot is of
+    one process.
+
+    Raises:
+        HttpError: 400 for more than one pid, 404 for one not in the group,
+            and what the member answered instead of a snapshot.
+    """
+    if len(handler.pids) > 1:
+        raise HttpError(
+            400, "a heap snapshot is of one process: give one pid (or none, for this one)", "pid"
+        )
+    pids = targets(handler)
+    group = endpoint(handler)
+    if pids is None or group is None:
+        return False
+    started = int(time.time())
+    answer = group.heap_snapshot(pids[0], collect, handler.connection)
+    if answer is None:
+        return True  # the client hung up
+    head, call = answer
+    try:
+        handler._responded = True
+        handler.send_response(200)
+        length = int(head["length"])
+        for name, value in (
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(length)),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            (
+                "Content-Disposition",
+                f'attachment; filename="heap_{started}_pid{pids[0]}.heapsnapshot"',
+            ),
+            ("X-Pysampler-Pause-Ms", f"{float(head['pause_ms']):.1f}"),
+            ("X-Pysampler-Nodes", str(int(head["nodes"]))),
+            ("X-Pysampler-Edges", str(int(head["edges"]))),
+            ("X-Pysampler-Pids", str(pids[0])),
+        ):
+            handler.send_header(name, value)
+        handler.end_headers()
+        call.copy_to(handler.wfile, length)
+    finally:
+        call.close()
+    return True
+
+
 def start(handler: _Handler, pids: list[int], fields: dict[str, Any]) -> None:
     group = endpoint(handler)
     assert group is not None
-    limit = handler.server.max_duration
-    manual = group.start(pids, fields, limit)
+    n = len(pids)
+    limit = limits.started_session_limit(fields["hz"], handler.server.max_duration, n)
+    manual = group.start(pids, {**fields, "max_samples": limits.member_samples(n)}, limit)
     handler._send_json(
         200,
         {
@@ -201,7 +261,8 @@ def index_html(handler: _Handler) -> str:
         )
     return (
         "<h2>Processes of this group</h2>\n<p>Every profile covers all of them; "
-        "add <code>&amp;pid=N</code> (repeatable) for some only.</p>\n"
+        "add <code>&amp;pid=N</code> (repeatable) for some only; a heap snapshot is of "
+        "this process, or of the one <code>pid=N</code> names.</p>\n"
         "<table>\n<tr><th>pid</th><th>started</th><th>role</th><th>command</th></tr>\n"
         f"{''.join(rows)}</table>\n"
     )

@@ -10,12 +10,8 @@ from urllib.parse import parse_qsl
 
 from pysampler import _asyncio, _control, formats
 from pysampler import heap as _heap
+from pysampler.server import MAX_SAMPLE_BYTES, MIN_SAMPLE_BYTES
 
-#: heap sampling rates a request may ask for (mean bytes between samples):
-#: below 4 KiB the sampling itself would slow an allocation-heavy program
-#: down noticeably, above 1 GiB a profile would hold almost no samples
-MIN_SAMPLE_BYTES = 4096
-MAX_SAMPLE_BYTES = 1 << 30
 #: formats a heap profile can be written in
 HEAP_FORMATS = ("heapprofile", "pprof")
 # digits only, bounded: rejects "nan", "inf", "1e999", "0x10", "-1", " 5"
@@ -81,13 +77,20 @@ def number(params: dict[str, str], name: str, low: float, high: float, unit: str
 def duration(
     params: dict[str, str], name: str, max_duration: float, default: float | None
 ) -> float:
-    value = number(params, name, 0.0, max_duration, "seconds")
+    value = number(params, name, 0.0, math.inf, "seconds")
     if value is None:
         if default is None:
             raise HttpError(400, f"{name} is required (seconds to profile)", name)
         value = min(default, max_duration)
     if value <= 0:
         raise HttpError(400, f"{name} must be more than 0 seconds", name)
+    if value > max_duration:
+        raise HttpError(
+            400,
+            f"{name} must be at most {max_duration:g} seconds, this endpoint's maximum "
+            f"(PYSAMPLER_MAX_DURATION, or serve(max_duration=...)), not {params[name]}",
+            name,
+        )
     return value
 
 
@@ -114,12 +117,17 @@ def rate(params: dict[str, str]) -> tuple[float, str]:
     return hz, mode
 
 
+def flag(params: dict[str, str], name: str) -> bool:
+    """A 0/1 parameter, 0 when absent."""
+    value = params.get(name, "0")
+    if value not in ("0", "1"):
+        raise HttpError(400, f"{name} must be 0 or 1, not {value[:50]!r}", name)
+    return value == "1"
+
+
 def asyncio_flag(params: dict[str, str], mode: str) -> bool:
     """``asyncio=1``: also record where waiting asyncio tasks wait (wall mode)."""
-    value = params.get("asyncio", "0")
-    if value not in ("0", "1"):
-        raise HttpError(400, f"asyncio must be 0 or 1, not {value[:50]!r}", "asyncio")
-    if value == "0":
+    if not flag(params, "asyncio"):
         return False
     if mode != "wall":
         raise HttpError(400, "asyncio=1 needs mode=wall (a waiting task uses no CPU)", "asyncio")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import html
+import io
 import json
-import logging
 import selectors
 import socket
 import threading
@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from pysampler import _control, formats
 from pysampler import heap as _heap
-from pysampler.errors import ProfilerNotRunning
+from pysampler._log import logger
+from pysampler.errors import ProfilerNotRunning, SnapshotInProgress
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
-from pysampler.server import grouped, query, sessions
+from pysampler.server import grouped, guard, limits, query, sessions
 from pysampler.server.query import HttpError
 
 if TYPE_CHECKING:
@@ -34,10 +35,8 @@ DEFAULT_PPROF_SECONDS = 30.0
 #: how often a waiting request looks for a client that hung up, a cancel
 #: or a closing server; only while a profile is being taken
 POLL_INTERVAL = 0.1
-#: a client has this long to send its request line and headers
-REQUEST_TIMEOUT = 30.0
 
-_log = logging.getLogger("pysampler.server")
+_log = logger("pysampler.server")
 
 _CONTENT_TYPES = {
     "pprof": "application/octet-stream",
@@ -57,13 +56,17 @@ class Route:
     #: parameters taken; None = any (Go's handlers ignore unknown ones and
     #: scrapers may add their own)
     params: tuple[str, ...] | None
+    #: starts, stops or cancels a session (or may: the heap paths with
+    #: ?seconds): refused to browsers' cross-origin requests (see guard)
+    changes_state: bool = True
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
+    """Answers one request whose head the listener has read already."""
+
+    server: _HTTPServer  # type: ignore[assignment]
     server_version = "pysampler"
     protocol_version = "HTTP/1.0"  # one request per connection: no idle threads
-    timeout = REQUEST_TIMEOUT
     # Buffered: the status line, headers and a small body leave in one
     # send, so the answer waits for the GIL once, not once per write.
     wbufsize = 1 << 16
@@ -72,7 +75,18 @@ class _Handler(BaseHTTPRequestHandler):
     #: the processes named by ``?pid=`` (repeatable); empty: all of them
     pids: list[int] = []  # noqa: RUF012 (read-only default)
 
+    def __init__(self, request: Any, client_address: Any, server: Any, head: bytes) -> None:
+        self._head = head
+        super().__init__(request, client_address, server)
+
     # -- plumbing --------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()  # the listener gave the socket its send timeout
+        # The request line and headers, read by the listener; the endpoint
+        # reads no body, and the socket is watched for EOF directly.
+        self.rfile.close()
+        self.rfile = io.BytesIO(self._head)
 
     def log_message(self, format: str, *args: Any) -> None:
         # No access log: the program's stderr is its own.
@@ -81,11 +95,25 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._responded = False
         try:
+            if self.server.token is None:
+                # with a token, a rebinding page cannot get in anyway, and
+                # the endpoint is reached by whatever name its users use
+                refused = guard.host_refusal(self.headers.get("Host"), self.server.allowed_hosts)
+                if refused is not None:
+                    raise HttpError(403, refused)
             self._check_token()
             url = urlsplit(self.path)
             route = ROUTES.get(url.path)
             if route is None:
                 raise HttpError(404, f"no such path: {url.path[:200]}", paths=sorted(ROUTES))
+            if route.changes_state:
+                cross = guard.cross_origin_refusal(self.headers, self.headers.get("Host"))
+                if cross is not None:
+                    raise HttpError(
+                        403,
+                        f"a browser request from another site ({cross}) may not start, stop "
+                        "or cancel a profile; open the URL directly or use curl",
+                    )
             self.pids, query_text = grouped.split_pids(url.query)
             route.handler(self, query.parse(query_text, route.params))
         except HttpError as exc:
@@ -294,6 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
     def profile_cpu(self, params: dict[str, str]) -> None:
         seconds = query.duration(params, "duration", self.server.max_duration, None)
         hz, mode = query.rate(params)
+        limits.sampling_budget(hz, seconds, "duration")
         tasks = query.asyncio_flag(params, mode)
         self._timed_profile(
             seconds, hz, mode, query.output_format(params, "cpuprofile"), None, tasks
@@ -307,8 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
             grouped.start(self, pids, {"hz": hz, "mode": mode, "asyncio": tasks})
             return
         session = sessions.begin(self.server, "cpu", hz=hz, mode=mode, asyncio=tasks, manual=True)
-        # A forgotten session must not sample forever.
-        limit = self.server.max_duration
+        # A forgotten session must not sample forever, nor past the samples
+        # one request may hold.
+        limit = limits.started_session_limit(hz, self.server.max_duration)
         session.expiry = threading.Timer(limit, sessions.abort, args=(session,))
         session.expiry.name = "pysampler-http-expiry"
         session.expiry.daemon = True
@@ -386,11 +416,13 @@ class _Handler(BaseHTTPRequestHandler):
     def pprof_profile(self, params: dict[str, str]) -> None:
         seconds = query.duration(params, "seconds", self.server.max_duration, DEFAULT_PPROF_SECONDS)
         hz, _ = query.rate({k: v for k, v in params.items() if k == "hz"})
+        limits.sampling_budget(hz, seconds, "seconds")
         self._timed_profile(seconds, hz, "cpu", formats.get("pprof"), "profile")
 
     def fgprof(self, params: dict[str, str]) -> None:
         seconds = query.duration(params, "seconds", self.server.max_duration, DEFAULT_PPROF_SECONDS)
         hz, _ = query.rate({k: v for k, v in params.items() if k == "hz"})
+        limits.sampling_budget(hz, seconds, "seconds")
         fmt = query.output_format({"format": params.get("format", "pprof")}, "pprof")
         tasks = query.asyncio_flag(params, "wall")
         filename = "profile" if fmt.name == "pprof" else None
@@ -408,6 +440,41 @@ class _Handler(BaseHTTPRequestHandler):
             return
         seconds = query.duration(params, "seconds", self.server.max_duration, None)
         self._timed_heap(seconds, query.sample_bytes(params), "inuse", formats.get("pprof"), "heap")
+
+    def profile_heap_snapshot(self, params: dict[str, str]) -> None:
+        collect = query.flag(params, "collect")
+        if grouped.heap_snapshot(self, collect):
+            return  # another process's, named by ?pid=N
+        # Imported on use: an idle endpoint does not load the walker.
+        from pysampler import heapsnapshot
+
+        if not heapsnapshot.supported():
+            raise HttpError(
+                501, "heap snapshots need the GIL: not supported on free-threaded CPython"
+            )
+
+        started = int(time.time())
+        try:
+            with heapsnapshot.taking(collect=collect) as parts:
+                self._responded = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(parts.size))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.send_header(
+                    "Content-Disposition",
+                    f'attachment; filename="heap_{started}{heapsnapshot.SUFFIX}"',
+                )
+                # the program was paused this long while the graph was read
+                self.send_header("X-Pysampler-Pause-Ms", f"{parts.pause_seconds * 1000:.1f}")
+                info = parts.info()
+                self.send_header("X-Pysampler-Nodes", str(info.nodes))
+                self.send_header("X-Pysampler-Edges", str(info.edges))
+                self.end_headers()
+                parts.write_to(self.wfile)
+        except SnapshotInProgress:
+            raise HttpError(409, "a heap snapshot is already being taken") from None
 
     def pprof_allocs(self, params: dict[str, str]) -> None:
         if "seconds" not in params:
@@ -452,8 +519,8 @@ ROUTES: dict[str, Route] = {
             "discard the session started over HTTP",
             (),
         ),
-        Route("/debug/pprof/", _Handler.pprof_index, "this index", None),
-        Route("/debug/pprof", _Handler.pprof_index, "this index", None),
+        Route("/debug/pprof/", _Handler.pprof_index, "this index", None, changes_state=False),
+        Route("/debug/pprof", _Handler.pprof_index, "this index", None, changes_state=False),
         Route(
             "/debug/pprof/profile",
             _Handler.pprof_profile,
@@ -473,6 +540,15 @@ ROUTES: dict[str, Route] = {
             "sample allocations for ?duration=S seconds and return what is still in use "
             "(&sample_bytes=N, &format=heapprofile|pprof)",
             ("duration", "sample_bytes", "format"),
+        ),
+        Route(
+            "/profile/heap_snapshot",
+            _Handler.profile_heap_snapshot,
+            "heap snapshot of the object graph for Chrome DevTools' Memory panel "
+            "(.heapsnapshot); the program is paused while the graph is read "
+            "(&collect=1 runs the garbage collector first; in a group, &pid=N for another "
+            "process than this one)",
+            ("collect",),
         ),
         Route(
             "/debug/pprof/heap",

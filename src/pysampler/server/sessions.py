@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pysampler import heap as _heap
-from pysampler._control import cancel, start, stop
+from pysampler._control import cancel, start, stop_recording
 from pysampler.errors import ProfilerAlreadyRunning, ProfilerNotRunning
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
+from pysampler.server.limits import MAX_REQUEST_SAMPLES
 from pysampler.server.query import HttpError
 
 
@@ -49,7 +51,14 @@ def begin(
     mode: str = "",
     asyncio: bool = False,
     sample_bytes: float = 0.0,
+    max_samples: int = MAX_REQUEST_SAMPLES,
 ) -> Session:
+    """Start a session of ``kind``, owned by ``owner``; CPU sessions keep
+    at most ``max_samples`` sample rows (a request's share of the budget).
+
+    Raises:
+        HttpError: 409 while a session of the kind runs.
+    """
     with _sessions_lock:
         running = _current.get(kind)
         if running is not None:
@@ -67,7 +76,7 @@ def begin(
             if kind == "heap":
                 _heap.start(int(sample_bytes))
             else:
-                start(hz, mode, asyncio=asyncio)
+                start(hz, mode, asyncio=asyncio, max_samples=min(max_samples, MAX_REQUEST_SAMPLES))
         except ProfilerAlreadyRunning:
             raise HttpError(
                 409, f"the {kind} profiler is busy: the application is running its own session"
@@ -89,7 +98,13 @@ def begin(
 
 
 def finish(session: Session) -> Profile | HeapProfile | None:
-    """Stop ``session`` and return its profile; None if it had ended."""
+    """Stop ``session`` and return its profile; None if it had ended.
+
+    The lock is held while the sampler stops and its tables are copied,
+    not while the profile is built (seconds, for a long one): other
+    requests and ``Server.close()`` wait for the copy only.
+    """
+    build: Callable[[], Profile | HeapProfile]
     with _sessions_lock:
         if _current.get(session.kind) is not session:
             return None
@@ -97,10 +112,11 @@ def finish(session: Session) -> Profile | HeapProfile | None:
         if session.expiry is not None:
             session.expiry.cancel()
         try:
-            return _heap.stop() if session.kind == "heap" else stop()
+            build = _heap.stop_recording() if session.kind == "heap" else stop_recording()
         except ProfilerNotRunning:
             # The program called stop() or cancel() itself.
             return None
+    return build()
 
 
 def abort(session: Session) -> bool:
