@@ -15,6 +15,7 @@ from pysampler import ProcessInfo, Profile
 from pysampler.formats import cpuprofile, html, pprof
 from pysampler.group import wire
 from pysampler.merge import merge_heap_profiles, merge_profiles
+from pysampler.profile import SAMPLE_COLUMNS, TREE_COLUMNS
 from workloads import spin_cpu
 
 A = ProcessInfo(101, 1.7e9, "founder", "python app.py")
@@ -39,16 +40,7 @@ def test_wire_round_trip_keeps_every_table(one: Profile) -> None:
     assert back.frames == one.frames
     assert back.threads == one.threads
     assert back.metadata == one.metadata
-    for name in (
-        "stack_parent",
-        "stack_frame",
-        "stack",
-        "thread",
-        "time_ns",
-        "cpu_ns",
-        "wall_ns",
-        "count",
-    ):
+    for name in (*TREE_COLUMNS, *SAMPLE_COLUMNS):
         assert back.column(name) == one.column(name), name
     with pytest.raises(ValueError):
         wire.decode(wire.encode(one)[:-3])

@@ -357,20 +357,21 @@ class Group:
             # a manual session (no end) runs until "stop", or the maximum
             end = longest if not isinstance(end, (int, float)) else min(float(end), longest)
             outcome = self._wait(conn, session, end)
-            if outcome == "gone":
-                return None
-            if outcome == "cancelled":
-                raise Refused(409, "the session was cancelled (/profile/cancel)")
-            profile = sessions.finish(session)
-        finally:
+        except BaseException:
             sessions.abort(session)
+            raise
+        try:
+            profile = sessions.conclude(session, outcome)
+        except HttpError as exc:
+            raise Refused(exc.status, str(exc)) from None
         if profile is None:
-            raise Refused(409, f"the {kind} session was ended by the application")
+            return None  # the leader hung up
         return {"ok": True, "member": self.info()}, wire.encode(profile)
 
     def _wait(self, conn: socket.socket, session: Session, end: float) -> str:
-        """Until ``end`` or a "stop" from the leader: "done"; "gone" when
-        the leader hung up, "cancelled" when the session was cancelled."""
+        """Until ``end`` or a "stop" from the leader: "done"; "disconnected"
+        when the leader hung up, "cancelled" when the session was cancelled
+        (the outcomes of sessions.conclude)."""
         with selectors.DefaultSelector() as selector:
             selector.register(conn, selectors.EVENT_READ)
             while True:
@@ -386,9 +387,9 @@ class Group:
                 except (BlockingIOError, InterruptedError, socket.timeout):
                     continue
                 except OSError:
-                    return "gone"
+                    return "disconnected"
                 if not data:
-                    return "gone"
+                    return "disconnected"
                 if b"stop" in data:
                     return "done"
 

@@ -20,22 +20,15 @@ import json
 from array import array
 from typing import Any, Union
 
+from pysampler.heap_profile import COLUMNS as HEAP_COLUMNS
 from pysampler.heap_profile import HeapMetadata, HeapProfile
-from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+from pysampler.profile import SAMPLE_COLUMNS, TREE_COLUMNS, Frame, Metadata, Profile, ThreadInfo
 
 AnyProfile = Union[Profile, HeapProfile]
 
-_CPU_COLUMNS = (
-    "stack_parent",
-    "stack_frame",
-    "stack",
-    "thread",
-    "time_ns",
-    "cpu_ns",
-    "wall_ns",
-    "count",
-)
-_HEAP_COLUMNS = ("stack_parent", "stack_frame", "stack", "size", "alloc_count", "inuse_count")
+#: a Profile's columns; a HeapProfile's but ``pid`` (a member sends its own)
+_CPU_COLUMNS = (*TREE_COLUMNS, *SAMPLE_COLUMNS)
+_HEAP_COLUMNS = tuple(name for name in HEAP_COLUMNS if name != "pid")
 _TYPECODES = {4: "i", 8: "q"}
 
 

@@ -233,21 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
         profile, or None when the client hung up (nothing to answer)."""
         try:
             outcome = self._wait(session, seconds)
-            if outcome != "done":
-                sessions.abort(session)
-                if outcome == "disconnected":
-                    return None
-                if outcome == "closing":
-                    raise HttpError(503, "the profiling endpoint is shutting down")
-                raise HttpError(409, "the session was cancelled (/profile/cancel)")
-            profile = sessions.finish(session)
-        finally:
-            # Whatever happened above (an exception included), the
-            # profiler is free when this request ends.
-            sessions.abort(session)
-        if profile is None:
-            raise HttpError(409, f"the {session.kind} session was ended by the application")
-        return profile
+        except BaseException:
+            sessions.abort(session)  # the profiler is free when this request ends
+            raise
+        return sessions.conclude(session, outcome)
 
     def _timed_profile(
         self,

@@ -119,6 +119,31 @@ def finish(session: Session) -> Profile | HeapProfile | None:
     return build()
 
 
+def conclude(session: Session, outcome: str) -> Profile | HeapProfile | None:
+    """End ``session`` once the wait for it is over: its profile when the
+    wait ran its course (``outcome`` "done"); None when whoever asked hung
+    up ("disconnected": nothing to answer). Whatever happens, the profiler
+    is free when this returns.
+
+    Raises:
+        HttpError: 503 when the endpoint closes ("closing"), 409 when the
+            session was cancelled ("cancelled") or ended by the application.
+    """
+    try:
+        if outcome == "done":
+            profile = finish(session)
+            if profile is None:
+                raise HttpError(409, f"the {session.kind} session was ended by the application")
+            return profile
+        if outcome == "disconnected":
+            return None
+        if outcome == "closing":
+            raise HttpError(503, "the profiling endpoint is shutting down")
+        raise HttpError(409, "the session was cancelled (/profile/cancel)")
+    finally:
+        abort(session)
+
+
 def abort(session: Session) -> bool:
     """Discard ``session`` if it still runs; whether it did."""
     with _sessions_lock:
