@@ -41,6 +41,10 @@ extension = Extension(
     include_dirs=["src"],
     depends=[
         "src/_sampler/core.h",
+        "src/_sampler/codes.h",
+        "src/_sampler/cpu.h",
+        "src/_sampler/reader.h",
+        "src/_sampler/saferead.h",
         "src/_sampler/platform.h",
         "src/_sampler/pyframes.h",
         "src/_sampler/tables.h",

@@ -71,6 +71,19 @@ def _profiler(config: dict[str, Any], outdir: str) -> tuple[Callable[[], None], 
 
         cp = cProfile.Profile()
         return cp.enable, cp.disable
+    if name == "pyroscope-io":
+        import pyroscope
+
+        def start_pyroscope() -> None:
+            # a closed local port: the agent samples and drops its uploads
+            pyroscope.configure(
+                application_name="bench",
+                server_address="http://127.0.0.1:9",
+                sample_rate=100,
+                upload_interval=60,
+            )
+
+        return start_pyroscope, pyroscope.shutdown
     if name == "ddtrace":
         from ddtrace.profiling import Profiler as DDProfiler
 

@@ -120,6 +120,12 @@ CONFIGS: tuple[Config, ...] = (
     Config("yappi", "yappi (deterministic, CPU clock, all threads)", "inprocess"),
     Config("cProfile", "cProfile (deterministic)", "inprocess"),
     Config(
+        "pyroscope-io",
+        "pyroscope-io (py-spy in process), 100 Hz, pushing to an address where nothing listens",
+        "inprocess",
+        100,
+    ),
+    Config(
         "ddtrace",
         "ddtrace profiler, defaults, pprof to a file, no agent",
         "inprocess",
@@ -150,6 +156,7 @@ _IMPORTS = {
     "yappi": "yappi",
     "cProfile": "cProfile",
     "ddtrace": "ddtrace.profiling",
+    "pyroscope-io": "pyroscope",
 }
 
 

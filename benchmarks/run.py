@@ -48,6 +48,7 @@ PEER_PACKAGES = (
     "pyinstrument",
     "yappi",
     "ddtrace",
+    "pyroscope-io",
 )
 
 

@@ -40,7 +40,10 @@ PYPERFORMANCE = (
     "coroutines",
 )
 OWN = ("threads8", "asyncio_server", "deep_recursion")
-ALL = PYPERFORMANCE + OWN
+#: pyperformance bodies run in 4 worker threads while the main thread waits
+#: in ``join``: the shape of a threaded service (``<name>_x4``)
+THREADED = ("raytrace_x4", "float_x4", "json_dumps_x4", "go_x4", "chaos_x4")
+ALL = PYPERFORMANCE + OWN + THREADED
 #: the subset ``--quick`` runs: short-loop members of three families plus our threads
 QUICK = ("richards", "nbody", "json_dumps", "threads8")
 
@@ -205,8 +208,25 @@ _OWN: dict[str, Body] = {
 }
 
 
+def in_four_threads(body: Body) -> Body:
+    """``body`` run by 4 worker threads at once, the main thread in ``join``;
+    each worker runs a quarter of the loops (at least one)."""
+
+    def run(loops: int) -> None:
+        share = max(1, loops // 4)
+        workers = [threading.Thread(target=body, args=(share,)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    return run
+
+
 def load(name: str) -> Body:
     """The body of workload ``name`` (see :data:`ALL`)."""
+    if name in THREADED:
+        return in_four_threads(load_pyperformance(name.removesuffix("_x4")))
     if name in _OWN:
         return _OWN[name]
     if name in PYPERFORMANCE:

@@ -39,15 +39,25 @@ cdef extern from "_sampler/core.h" nogil:
         int32_t *nsamples
         size_t count
 
+    ctypedef struct ps_thread_info:
+        uint64_t key
+        unsigned long ident
+        unsigned long native
+
+    ctypedef struct ps_chunked:
+        pass
+
     ctypedef struct ps_sampler:
         long state
         int mode
+        int mech
         int max_depth
         int64_t period_ns
         ps_intern frames
         ps_intern nodes
-        ps_intern threads
-        PyObject **thread_obj
+        ps_chunked tinfo
+        PyObject **tobj
+        uint32_t tnamed
         ps_samples samples
         int64_t start_ns
         int64_t stop_ns
@@ -55,19 +65,32 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t missed_ticks
         uint64_t served_pending
         uint64_t served_fallback
+        uint64_t served_reader
+        uint64_t busy_ticks
+        uint64_t holder_left
+        uint64_t safe_reads
+        uint64_t pins
         uint64_t dropped_samples
         uint64_t truncated_stacks
         int64_t sampling_ns
+        int64_t timer_cpu_ns
+        int64_t fallback_cpu_ns
 
     ps_sampler ps_S
     int PS_MODE_CPU, PS_MODE_WALL
     int PS_IDLE, PS_RUNNING
     int PS_OK, PS_ERR_RUNNING, PS_ERR_NOT_RUNNING, PS_ERR_MEMORY
     int PS_ERR_THREAD, PS_ERR_FINALIZING
+    int PS_MECH_READER
+    unsigned long long PS_TASKS_THREAD_KEY
+    unsigned long long PS_OTHER_THREAD_KEY
+    int PS_FRAME_OTHER
+    const char *PS_FREED_CODE_NAME
 
     long ps_atomic_load(long *p)
     int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
                    uint32_t max_frames, uint32_t max_nodes, object registry) with gil
+    void ps_choose_mechanism(ps_sampler *s)
     int ps_start_timer()
     void ps_mark_running()
     int ps_begin_stop()
@@ -78,6 +101,11 @@ cdef extern from "_sampler/core.h" nogil:
     int64_t ps_monotonic_ns()
     int ps_code_line(PyObject *code, int offset)
     int ps_eval_breaker_set()
+    PyObject *ps_frame_object(uint32_t frame, int *freed)
+    uint32_t ps_chunked_count(ps_chunked *c)
+    ps_thread_info *ps_thread_at(ps_sampler *s, uint32_t ti)
+    void ps_close()
+    void ps_open()
 
     # asyncio task stacks (tasks.h)
     ctypedef struct ps_tasks:
@@ -116,6 +144,9 @@ SAMPLE_ROW_BYTES = 2 * sizeof(int32_t) + 3 * sizeof(int64_t)
 
 #: name of the pseudo-thread whose rows are asyncio task stacks
 TASKS_THREAD_NAME = "asyncio tasks"
+#: CPU mode: the pseudo-thread and frame holding CPU that no sample took
+OTHER_CPU_THREAD_NAME = "(other CPU)"
+OTHER_CPU_FRAME = "[CPU outside sampled Python stacks]"
 
 
 def asyncio_task_node_offset(object probe):
@@ -150,6 +181,7 @@ def start(double hz, str mode, int max_depth, Py_ssize_t max_samples,
         ps_end_stop()
         ps_reset()
         raise ValueError("bad asyncio configuration")
+    ps_choose_mechanism(&ps_S)
     with nogil:
         rc = ps_start_timer()
     if rc != PS_OK:
@@ -185,12 +217,21 @@ def stop(bint discard=False):
 def sample_count():
     """Sample rows recorded so far in the running session (0 when idle).
 
-    For progress display only: read under the GIL, which every writer of
-    the count holds, so the value is a consistent snapshot.
+    For progress display only: on the reader path the timer thread appends
+    rows without the GIL, so this is a recent value, not a snapshot.
     """
     if ps_atomic_load(&ps_S.state) == PS_IDLE:
         return 0
     return ps_S.samples.count
+
+
+def close():
+    """Refuse every later start(): the interpreter is shutting down, and no
+    timer thread may outlive it (called from pysampler's atexit hook)."""
+    ps_close()
+
+
+ps_open()  # a new interpreter (embedding: Py_Initialize again) may start
 
 
 def after_fork_child():
@@ -228,11 +269,17 @@ cdef object _raw_tables():
     cdef uint32_t i
     cdef PyObject *code
     cdef int offset
+    cdef int freed
+    cdef ps_thread_info *info
     frames = []
     for i in range(s.frames.count):
-        code = <PyObject *><size_t>s.frames.key_a[i]
+        code = ps_frame_object(i, &freed)
         offset = <int><int64_t>s.frames.key_b[i]
-        if offset == PS_FRAME_TASK:
+        if freed:
+            frames.append((PS_FREED_CODE_NAME.decode(), 0))
+        elif offset == PS_FRAME_OTHER and code == NULL:
+            frames.append((OTHER_CPU_FRAME, 0))
+        elif offset == PS_FRAME_TASK:
             frames.append(("Task: " + str(<object>code), 0))
         elif offset == PS_FRAME_AWAIT:
             waited = <object>code
@@ -254,10 +301,12 @@ cdef object _raw_tables():
         frame.data.as_ints[i] = <int32_t>s.nodes.key_b[i]
 
     threads = []
-    for i in range(s.threads.count):
-        obj = <object>s.thread_obj[i] if s.thread_obj[i] != NULL else None
-        name = TASKS_THREAD_NAME if s.threads.key_a[i] == 0 else None
-        native = s.threads.key_b[i]
+    for i in range(ps_chunked_count(&s.tinfo)):
+        info = ps_thread_at(s, i)
+        obj = <object>s.tobj[i] if i < s.tnamed and s.tobj[i] != NULL else None
+        name = (TASKS_THREAD_NAME if info.key == PS_TASKS_THREAD_KEY
+                else OTHER_CPU_THREAD_NAME if info.key == PS_OTHER_THREAD_KEY else None)
+        native = info.native
         if obj is not None:
             try:
                 name = str(obj.name)
@@ -267,7 +316,7 @@ cdef object _raw_tables():
                     native = int(getattr(obj, "native_id", None) or 0)
             except Exception:
                 name = None
-        threads.append((s.threads.key_a[i], native, name))
+        threads.append((info.ident, native, name))
 
     n = s.samples.count
     return {
@@ -290,13 +339,20 @@ cdef object _raw_tables():
             "missed_ticks": s.missed_ticks,
             "served_pending": s.served_pending,
             "served_fallback": s.served_fallback,
+            "served_reader": s.served_reader,
+            "busy_ticks": s.busy_ticks,
+            "holder_left": s.holder_left,
+            "safe_reads": s.safe_reads,
+            "pins": s.pins,
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,
             "sampling_ns": s.sampling_ns,
+            "sampler_cpu_ns": max(0, s.timer_cpu_ns) + max(0, s.fallback_cpu_ns),
             "task_samples": ps_T.task_samples,
             "dropped_task_samples": ps_T.dropped,
         },
         "asyncio": bool(ps_T.on),
+        "reader": s.mech == PS_MECH_READER,
     }
 
 

@@ -119,6 +119,16 @@ def test_cpuprofile_hit_counts_count_samples() -> None:
     assert sum(doc["timeDeltas"]) + 10_000 == doc["endTime"] - doc["startTime"]
 
 
+def test_cpuprofile_read_back_keeps_the_sample_count() -> None:
+    prof = merged()
+    back = formats.read(prof.to_bytes("cpuprofile"))
+    assert back.sample_count == prof.sample_count == 5
+    assert back.total_ns == prof.total_ns
+    assert {f.function: f.self_samples for f in back.functions()} == {
+        f.function: f.self_samples for f in prof.functions()
+    }
+
+
 def test_flame_graph_sample_counts_count_samples() -> None:
     tree = html.tree_data(merged())
     assert tree["samples"][0] == 5  # the root: every sample

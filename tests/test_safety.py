@@ -156,6 +156,28 @@ def test_atexit_handler_registered_after_import_can_still_save_the_profile() -> 
     assert out.stdout.splitlines() == ["saved True"]
 
 
+def test_start_after_the_exit_hook_is_refused_even_if_never_used_before() -> None:
+    # the session controls load lazily: a first start() from an atexit
+    # handler that runs after pysampler's own hook must still be refused
+    out = run(
+        """
+        import atexit
+
+        def late():
+            import pysampler
+            try:
+                pysampler.start(hz=1000)
+                print("started late")
+            except RuntimeError as e:
+                print("refused:", e)
+
+        atexit.register(late)  # registered first: runs after pysampler's hook
+        import pysampler
+        """
+    )
+    assert out.stdout.splitlines() == ["refused: the interpreter is shutting down"]
+
+
 def test_thread_churn_during_sampling() -> None:
     run(
         """

@@ -1,13 +1,16 @@
-"""Print the sampling rate delivered at 1000 Hz while the main thread spins.
+"""Print the sampling rate delivered at 1000 Hz: with the main thread busy,
+and with 4 busy worker threads while the main thread waits in join.
 
-This is what the matrix reports per interpreter: whether the timer's pending
-calls reach a main thread busy in pure Python (the eval-breaker nudge on
-3.9-3.12, the plain public call on 3.13+).
+This is what the matrix reports per interpreter: 3.11+ read the stacks from
+the timer thread (every tick served, whoever runs); 3.9/3.10 serve ticks on
+the main thread (the eval-breaker nudge) or through a fallback thread that
+must win the GIL, which caps the threaded rate.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import pysampler
@@ -26,9 +29,17 @@ def main() -> None:
     with pysampler.profile(hz=1000, mode="cpu") as p:
         spin(2.0)
     m = p.profile.metadata
+    workers = [threading.Thread(target=spin, args=(0.5,)) for _ in range(4)]
+    with pysampler.profile(hz=1000, mode="cpu") as q:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    t = q.profile.metadata
     print(
         f"rate: python {sys.version.split()[0]} requested 1000 Hz "
-        f"delivered {m.hz_delivered:.0f} Hz over {m.duration:.2f} s"
+        f"delivered {m.hz_delivered:.0f} Hz over {m.duration:.2f} s; "
+        f"4 busy threads, main in join: {t.hz_delivered:.0f} Hz"
     )
 
 

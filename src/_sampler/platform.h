@@ -22,10 +22,13 @@
 #  include <mach/mach_time.h>
 #  include <mach/thread_act.h>
 #  include <pthread.h>
+#  include <signal.h>
 #  include <time.h>
 #  include <errno.h>
 #else
 #  include <pthread.h>
+#  include <signal.h>
+#  include <sched.h>
 #  include <time.h>
 #  include <errno.h>
 #endif
@@ -77,7 +80,8 @@ static inline int64_t ps_monotonic_ns(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* Per-thread CPU time of *another* thread, nanoseconds, or -1.       */
+/* Per-thread CPU clock of *another* thread: opened once per thread     */
+/* (ps_clock_open, when the sampler first sees it), read many times.    */
 /*                                                                    */
 /* `ident` is CPython's PyThreadState.thread_id (pthread_t on POSIX,  */
 /* the Win32 thread id on Windows); `native_id` is the kernel thread  */
@@ -95,62 +99,204 @@ static inline clockid_t ps_linux_thread_clock(long tid)
 }
 #endif
 
-static inline int64_t ps_thread_cpu_ns_of(unsigned long ident, unsigned long native_id);
-
-/* CPU time a thread has used, in nanoseconds; -1 when it cannot be read.
- * ident 0 is no thread at all: the OS calls below would dereference it. */
-static inline int64_t ps_thread_cpu_ns(unsigned long ident, unsigned long native_id)
-{
-    if (ident == 0 && native_id == 0) {
-        return -1;
-    }
-    return ps_thread_cpu_ns_of(ident, native_id);
-}
-
-static inline int64_t ps_thread_cpu_ns_of(unsigned long ident, unsigned long native_id)
-{
+typedef struct {
+    int ok;
 #if defined(_WIN32)
-    FILETIME created, exited, kernel, user;
-    HANDLE h = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)ident);
-    int64_t total = -1;
-    (void)native_id;
-    if (h == NULL) {
-        return -1;
-    }
-    if (GetThreadTimes(h, &created, &exited, &kernel, &user)) {
-        ULARGE_INTEGER k, u;
-        k.LowPart = kernel.dwLowDateTime; k.HighPart = kernel.dwHighDateTime;
-        u.LowPart = user.dwLowDateTime;   u.HighPart = user.dwHighDateTime;
-        total = (int64_t)(k.QuadPart + u.QuadPart) * 100;  /* 100 ns units */
-    }
-    CloseHandle(h);
-    return total;
+    HANDLE handle;      /* opened once: OpenThread per reading costs a system call */
 #elif defined(__APPLE__)
-    thread_basic_info_data_t info;
-    mach_msg_type_number_t count = THREAD_BASIC_INFO_COUNT;
-    mach_port_t port = pthread_mach_thread_np((pthread_t)ident);
-    (void)native_id;
-    if (port == MACH_PORT_NULL) {
-        return -1;
-    }
-    if (thread_info(port, THREAD_BASIC_INFO, (thread_info_t)&info, &count) != KERN_SUCCESS) {
-        return -1;
-    }
-    return ((int64_t)info.user_time.seconds + info.system_time.seconds) * 1000000000LL
-         + ((int64_t)info.user_time.microseconds + info.system_time.microseconds) * 1000LL;
+    mach_port_t port;   /* a send right we own, found by thread id */
 #else
-    struct timespec ts;
     clockid_t cid;
+#endif
+} ps_clock;
+
+#if defined(_WIN32)
+/* GetThreadTimes advances in 15.6 ms steps (the scheduler tick): at 1 kHz
+ * most readings would show no CPU at all. QueryThreadCycleTime counts the
+ * thread's own CPU cycles (the time-stamp counter while it runs); cycles
+ * per nanosecond are measured once, against QueryPerformanceCounter, on
+ * the calling thread while it spins for ~2 ms (the largest of three
+ * tries: a preempted try counts too few cycles). */
+static double ps_win_ns_per_cycle(void)
+{
+    static double ratio;
+    int i;
+    if (ratio > 0) {
+        return ratio;
+    }
+    for (i = 0; i < 3; i++) {
+        LARGE_INTEGER f, a, b;
+        ULONG64 c0 = 0, c1 = 0;
+        double ns, r;
+        QueryPerformanceFrequency(&f);
+        QueryPerformanceCounter(&a);
+        QueryThreadCycleTime(GetCurrentThread(), &c0);
+        do {
+            QueryPerformanceCounter(&b);
+        } while ((double)(b.QuadPart - a.QuadPart) * 1e9 / (double)f.QuadPart < 2e6);
+        QueryThreadCycleTime(GetCurrentThread(), &c1);
+        ns = (double)(b.QuadPart - a.QuadPart) * 1e9 / (double)f.QuadPart;
+        if (c1 > c0) {
+            r = ns / (double)(c1 - c0);
+            if (ratio == 0 || r < ratio) {
+                ratio = r;  /* fewest ns per cycle: the try that ran throughout */
+            }
+        }
+    }
+    if (ratio <= 0) {
+        ratio = 1.0 / 3.0;  /* no reading: assume 3 GHz */
+    }
+    return ratio;
+}
+#endif
+
+/* Open the clock of a thread that is alive now; 0 on success. */
+static int ps_clock_open(ps_clock *c, unsigned long ident, unsigned long native_id)
+{
+    c->ok = 0;
+    if (ident == 0 && native_id == 0) {
+        return -1;  /* no thread at all: the calls below would dereference it */
+    }
+#if defined(_WIN32)
+    (void)native_id;
+    (void)ps_win_ns_per_cycle();
+    c->handle = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)ident);
+    c->ok = c->handle != NULL;
+#elif defined(__APPLE__)
+    {
+        /* Find the thread's port by its 64-bit thread id (native_id, from
+         * pthread_threadid_np) among the task's threads, rather than with
+         * pthread_mach_thread_np(ident), which reads the pthread struct of
+         * a thread that may have exited and been freed. */
+        thread_act_array_t list = NULL;
+        mach_msg_type_number_t n = 0, i;
+        (void)ident;
+        c->port = MACH_PORT_NULL;
+        if (native_id == 0 || task_threads(mach_task_self(), &list, &n) != KERN_SUCCESS) {
+            return -1;
+        }
+        for (i = 0; i < n; i++) {
+            thread_identifier_info_data_t id;
+            mach_msg_type_number_t count = THREAD_IDENTIFIER_INFO_COUNT;
+            if (c->port == MACH_PORT_NULL &&
+                thread_info(list[i], THREAD_IDENTIFIER_INFO, (thread_info_t)&id, &count) == KERN_SUCCESS &&
+                id.thread_id == (uint64_t)native_id) {
+                c->port = list[i];  /* keep this right */
+                continue;
+            }
+            mach_port_deallocate(mach_task_self(), list[i]);
+        }
+        vm_deallocate(mach_task_self(), (vm_address_t)list, n * sizeof(list[0]));
+        c->ok = c->port != MACH_PORT_NULL;
+    }
+#else
 #  if defined(__linux__)
     if (native_id != 0) {
-        cid = ps_linux_thread_clock((long)native_id);
-    } else
+        c->cid = ps_linux_thread_clock((long)native_id);
+        c->ok = 1;
+        return 0;
+    }
 #  endif
-    if (pthread_getcpuclockid((pthread_t)ident, &cid) != 0) {
+    (void)native_id;
+    c->ok = pthread_getcpuclockid((pthread_t)ident, &c->cid) == 0;
+#endif
+    return c->ok ? 0 : -1;
+}
+
+/* CPU time the thread has used, in nanoseconds; -1 when it cannot be read
+ * (never opened, or the thread has exited). */
+static inline int64_t ps_clock_read(const ps_clock *c)
+{
+    if (!c->ok) {
         return -1;
     }
-    (void)native_id;
-    if (clock_gettime(cid, &ts) != 0) {
+#if defined(_WIN32)
+    {
+        ULONG64 cycles = 0;
+        if (!QueryThreadCycleTime(c->handle, &cycles)) {
+            return -1;
+        }
+        return (int64_t)((double)cycles * ps_win_ns_per_cycle());
+    }
+#elif defined(__APPLE__)
+    {
+        thread_basic_info_data_t info;
+        mach_msg_type_number_t count = THREAD_BASIC_INFO_COUNT;
+        if (thread_info(c->port, THREAD_BASIC_INFO, (thread_info_t)&info, &count) != KERN_SUCCESS) {
+            return -1;
+        }
+        return ((int64_t)info.user_time.seconds + info.system_time.seconds) * 1000000000LL
+             + ((int64_t)info.user_time.microseconds + info.system_time.microseconds) * 1000LL;
+    }
+#else
+    {
+        struct timespec ts;
+        if (clock_gettime(c->cid, &ts) != 0) {
+            return -1;
+        }
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+#endif
+}
+
+static void ps_clock_close(ps_clock *c)
+{
+#if defined(_WIN32)
+    if (c->ok) {
+        CloseHandle(c->handle);
+    }
+#elif defined(__APPLE__)
+    if (c->ok) {
+        mach_port_deallocate(mach_task_self(), c->port);
+    }
+#endif
+    c->ok = 0;
+}
+
+/* One reading of a thread's clock without keeping it open. */
+static inline int64_t ps_thread_cpu_ns(unsigned long ident, unsigned long native_id)
+{
+    ps_clock c;
+    int64_t v;
+    if (ps_clock_open(&c, ident, native_id) != 0) {
+        return -1;
+    }
+    v = ps_clock_read(&c);
+    ps_clock_close(&c);
+    return v;
+}
+
+/* CPU time of the whole process (every thread, those that exited too),
+ * and of the calling thread, in nanoseconds; -1 when unknown. */
+static inline int64_t ps_process_cpu_ns(void)
+{
+#if defined(_WIN32)
+    /* cycles, like the per-thread clocks (GetProcessTimes ticks in 15.6 ms) */
+    ULONG64 cycles = 0;
+    if (!QueryProcessCycleTime(GetCurrentProcess(), &cycles)) {
+        return -1;
+    }
+    return (int64_t)((double)cycles * ps_win_ns_per_cycle());
+#else
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) {
+        return -1;
+    }
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#endif
+}
+
+static inline int64_t ps_self_cpu_ns(void)
+{
+#if defined(_WIN32)
+    ULONG64 cycles = 0;
+    if (!QueryThreadCycleTime(GetCurrentThread(), &cycles)) {
+        return -1;
+    }
+    return (int64_t)((double)cycles * ps_win_ns_per_cycle());
+#else
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
         return -1;
     }
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
@@ -409,15 +555,53 @@ static void ps_thread_join(ps_thread_t t)
 typedef pthread_t ps_thread_t;
 typedef void *(*ps_thread_fn)(void *);
 #  define PS_THREAD_RETURN void *
+/* The sampler's threads start with every signal blocked (a new thread
+ * inherits its creator's mask), so a signal sent to the process is always
+ * taken by one of the program's threads: a Python handler then runs at the
+ * main thread's next bytecode, as without pysampler, instead of whenever a
+ * sleeping sampler thread is next scheduled to take the signal. */
 static int ps_thread_start(ps_thread_t *t, ps_thread_fn fn, void *arg)
 {
-    return pthread_create(t, NULL, fn, arg) == 0 ? 0 : -1;
+    sigset_t all, old;
+    int rc;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc == 0 ? 0 : -1;
 }
 static void ps_thread_join(ps_thread_t t)
 {
     pthread_join(t, NULL);
 }
 #endif
+
+/* Ask the OS to run the calling thread (the timer) as soon as it wakes:
+ * a tick must land when it is due, not when a core happens to free up. On
+ * a machine with more runnable threads than cores, a timer at normal
+ * priority runs mostly right after one of the program's threads blocks,
+ * which is when the GIL is with code that holds it long: measured, shares
+ * of such code +0.05 to +0.08 too high. Real-time round-robin at the lowest
+ * priority where allowed (Linux: root or CAP_SYS_NICE), else the highest
+ * priority the user may set; failures are ignored. The thread sleeps
+ * between ticks and works ~10-20 us per tick, so it cannot starve anyone. */
+static void ps_thread_prefer_on_time(void)
+{
+#if defined(_WIN32)
+    SetThreadPriority(GetCurrentThread(), THREAD_PRIORITY_TIME_CRITICAL);
+#elif defined(__linux__)
+    struct sched_param sp;
+    sp.sched_priority = 1;
+    (void)pthread_setschedparam(pthread_self(), SCHED_RR, &sp);
+#elif defined(__APPLE__)
+    struct sched_param sp;
+    int policy = 0;
+    if (pthread_getschedparam(pthread_self(), &policy, &sp) == 0) {
+        sp.sched_priority = sched_get_priority_max(policy);
+        (void)pthread_setschedparam(pthread_self(), policy, &sp);
+    }
+#endif
+}
 
 /* ------------------------------------------------------------------ */
 /* xorshift64*: jitter for the timer, never for anything secret.      */

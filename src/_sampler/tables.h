@@ -3,7 +3,10 @@
  * growable columns. Plain C memory only: sampling allocates no Python
  * objects, and grows these arrays by doubling (amortised, bounded by caps).
  *
- * Callers hold the GIL for every call here; the GIL is the lock.
+ * Each table has one writer at a time: the GIL holder on the GIL-holding
+ * path, the timer thread on the reader path (core.h). The chunked arrays at
+ * the end are the exception: one writer appends, one reader (the pinning
+ * step) reads the published prefix, and entries never move.
  */
 #ifndef PYSAMPLER_TABLES_H
 #define PYSAMPLER_TABLES_H
@@ -11,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "platform.h"  /* atomics */
 
 /* ------------------------------------------------------------------ */
 /* Interning map: (a, b) -> dense id 0..n-1. Open addressing, linear    */
@@ -212,6 +217,153 @@ static int ps_samples_append(ps_samples *s, int32_t stack, int32_t thread,
     s->nsamples[s->count] = 1;  /* a new row holds one sample */
     s->count++;
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Pointer map: address -> 32-bit value, updatable (open addressing).  */
+/* ------------------------------------------------------------------ */
+typedef struct {
+    uint64_t *keys;       /* 0 = empty */
+    uint32_t *values;
+    uint32_t count;
+    uint32_t mask;
+} ps_ptrmap;
+
+static int ps_ptrmap_init(ps_ptrmap *m, uint32_t slots)
+{
+    memset(m, 0, sizeof(*m));
+    m->keys = (uint64_t *)calloc(slots, sizeof(uint64_t));
+    m->values = (uint32_t *)malloc((size_t)slots * sizeof(uint32_t));
+    if (!m->keys || !m->values) {
+        free(m->keys); free(m->values);
+        memset(m, 0, sizeof(*m));
+        return -1;
+    }
+    m->mask = slots - 1;
+    return 0;
+}
+
+static void ps_ptrmap_free(ps_ptrmap *m)
+{
+    free(m->keys);
+    free(m->values);
+    memset(m, 0, sizeof(*m));
+}
+
+/* The value stored for `key` (non-zero), or UINT32_MAX. */
+static inline uint32_t ps_ptrmap_get(const ps_ptrmap *m, uint64_t key)
+{
+    uint32_t s;
+    if (m->keys == NULL) {
+        return UINT32_MAX;
+    }
+    s = (uint32_t)ps_hash2(key, 0) & m->mask;
+    while (m->keys[s] != 0) {
+        if (m->keys[s] == key) {
+            return m->values[s];
+        }
+        s = (s + 1) & m->mask;
+    }
+    return UINT32_MAX;
+}
+
+/* Set the value for `key` (non-zero); -1 when memory ran out. */
+static int ps_ptrmap_put(ps_ptrmap *m, uint64_t key, uint32_t value)
+{
+    uint32_t s;
+    if ((m->count + 1) * 2 > m->mask + 1) {
+        ps_ptrmap bigger;
+        uint32_t i;
+        if (ps_ptrmap_init(&bigger, (m->mask + 1) * 2) != 0) {
+            return -1;
+        }
+        for (i = 0; i <= m->mask; i++) {
+            if (m->keys[i] != 0) {
+                uint32_t t = (uint32_t)ps_hash2(m->keys[i], 0) & bigger.mask;
+                while (bigger.keys[t] != 0) {
+                    t = (t + 1) & bigger.mask;
+                }
+                bigger.keys[t] = m->keys[i];
+                bigger.values[t] = m->values[i];
+                bigger.count++;
+            }
+        }
+        ps_ptrmap_free(m);
+        *m = bigger;
+    }
+    s = (uint32_t)ps_hash2(key, 0) & m->mask;
+    while (m->keys[s] != 0 && m->keys[s] != key) {
+        s = (s + 1) & m->mask;
+    }
+    if (m->keys[s] == 0) {
+        m->keys[s] = key;
+        m->count++;
+    }
+    m->values[s] = value;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Chunked array: entries never move, so one thread may append while   */
+/* another reads the entries published before (count, release/acquire). */
+/* ------------------------------------------------------------------ */
+#define PS_CHUNK_BITS 10
+#define PS_CHUNK_LEN (1u << PS_CHUNK_BITS)
+#define PS_MAX_CHUNKS 4096   /* 4M entries */
+
+typedef struct {
+    char *chunks[PS_MAX_CHUNKS];
+    size_t item;
+    ps_atomic_t count;    /* published entries */
+} ps_chunked;
+
+static void ps_chunked_init(ps_chunked *c, size_t item)
+{
+    memset(c, 0, sizeof(*c));
+    c->item = item;
+}
+
+static void ps_chunked_free(ps_chunked *c)
+{
+    uint32_t i;
+    for (i = 0; i < PS_MAX_CHUNKS && c->chunks[i] != NULL; i++) {
+        free(c->chunks[i]);
+    }
+    ps_chunked_init(c, c->item);
+}
+
+static inline void *ps_chunked_at(const ps_chunked *c, uint32_t i)
+{
+    return c->chunks[i >> PS_CHUNK_BITS] + (size_t)(i & (PS_CHUNK_LEN - 1)) * c->item;
+}
+
+/* Writer: a zeroed slot for entry `count`, not yet published; NULL when full. */
+static void *ps_chunked_next(ps_chunked *c)
+{
+    uint32_t i = (uint32_t)c->count, k = i >> PS_CHUNK_BITS;
+    if (k >= PS_MAX_CHUNKS) {
+        return NULL;
+    }
+    if (c->chunks[k] == NULL) {
+        c->chunks[k] = (char *)calloc(PS_CHUNK_LEN, c->item);
+        if (c->chunks[k] == NULL) {
+            return NULL;
+        }
+    }
+    return ps_chunked_at(c, i);
+}
+
+/* Writer: make the entry filled in by ps_chunked_next visible. */
+static inline uint32_t ps_chunked_publish(ps_chunked *c)
+{
+    uint32_t i = (uint32_t)c->count;
+    ps_atomic_store(&c->count, (long)i + 1);
+    return i;
+}
+
+static inline uint32_t ps_chunked_count(const ps_chunked *c)
+{
+    return (uint32_t)ps_atomic_load((ps_atomic_t *)&c->count);
 }
 
 #endif /* PYSAMPLER_TABLES_H */

@@ -261,26 +261,17 @@ static PyObject *ps_weak_target(PyObject *ref)
 #endif
 }
 
-/* Row of the "asyncio tasks" pseudo-thread (ident 0, which no real thread
- * has), registered on first use; UINT32_MAX when the table is full. */
+/* Row of the "asyncio tasks" pseudo-thread (a key no thread state has),
+ * registered on first use; UINT32_MAX when the table is full. */
 static uint32_t ps_tasks_thread(ps_sampler *s, ps_tasks *T)
 {
-    int added;
     uint32_t ti;
     if (T->thread_index != UINT32_MAX) {
         return T->thread_index;
     }
-    if (ps_threads_reserve(s, s->threads.count + 1) != 0) {
+    ti = ps_thread_register(s, PS_TASKS_THREAD_KEY, 0, 0, 0, 0);
+    if (ti == UINT32_MAX || ps_names_reserve(s) != 0) {
         return UINT32_MAX;
-    }
-    ti = ps_intern_get(&s->threads, 0, 0, &added);
-    if (ti == PS_INTERN_FULL) {
-        return UINT32_MAX;
-    }
-    if (added) {
-        s->thread_cpu[ti] = 0;
-        s->thread_obj[ti] = NULL;
-        s->thread_tries[ti] = 0;
     }
     T->thread_index = ti;
     return ti;

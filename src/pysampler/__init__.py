@@ -52,9 +52,16 @@ def _stop_at_exit() -> None:
     # first use): atexit runs handlers last-in first-out, and a handler the
     # program registers after importing pysampler may still stop a session
     # and save its profile.
+    # A later first load of the controls refuses to start (see _control).
+    global _exited
+    _exited = True
     control = sys.modules.get("pysampler._control")
     if control is not None:
         control._stop_at_exit()
+
+
+#: pysampler's exit hook has run: no session may start any more
+_exited = False
 
 
 atexit.register(_stop_at_exit)

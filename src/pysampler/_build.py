@@ -67,7 +67,9 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
     stats = raw["stats"]
     duration = max(0.0, (raw["stop_ns"] - raw["start_ns"]) / 1e9)
     count = raw.get("count")
-    events = int(stats["served_pending"] + stats["served_fallback"])
+    # served by a program thread (GIL path), the fallback thread (GIL path)
+    # or the timer itself (reader path)
+    events = int(stats["served_pending"] + stats["served_fallback"] + stats.get("served_reader", 0))
     meta = Metadata(
         mode=raw["mode"],
         hz_requested=float(hz),
@@ -82,8 +84,9 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         ticks=int(stats["ticks"]),
         missed_ticks=int(stats["missed_ticks"]),
         served_in_place=int(stats["served_pending"]),
-        served_by_timer=int(stats["served_fallback"]),
+        served_by_timer=int(stats["served_fallback"] + stats.get("served_reader", 0)),
         sampling_ns=int(stats["sampling_ns"]),
+        sampler_cpu_ns=int(stats.get("sampler_cpu_ns", 0)),
         asyncio=bool(raw.get("asyncio", False)),
         task_samples=int(stats.get("task_samples", 0)),
         dropped_task_samples=int(stats.get("dropped_task_samples", 0)),

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import math
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -259,13 +260,22 @@ def _after_fork_in_child() -> None:
 
 def _stop_at_exit() -> None:
     # Interpreter exit while profiling: end the timer thread before the
-    # runtime finalises (a native thread must not wait for the GIL then).
+    # runtime finalises (a native thread must not wait for the GIL, or read
+    # thread states, then), and refuse every later start(): a daemon thread
+    # or a later atexit handler must not leave a timer running into
+    # Py_FinalizeEx (in an embedding program, into the next Py_Initialize).
+    # (a start() already past the check is ended by the cancel() below)
     # Registered by the package's __init__ at `import pysampler`, so it runs
     # after the atexit handlers a program registers later (which may still
     # stop a session and save its profile), however late this module loads.
+    _sampler.close()
     with contextlib.suppress(Exception):
         cancel()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+if sys.modules["pysampler"]._exited:
+    # first loaded after the exit hook ran (a daemon thread starting a
+    # profile late): no session may start any more
+    _sampler.close()

@@ -19,9 +19,15 @@ class Stats(TypedDict):
     missed_ticks: int
     served_pending: int
     served_fallback: int
+    served_reader: int  # reader path: events recorded by the timer thread itself
+    busy_ticks: int  # reader path: ticks dropped because the head lock was busy
+    holder_left: int  # reader path: the GIL holder let go while its stack was read
+    pins: int  # reader path: pinning steps (code objects, thread names) run
+    safe_reads: int  # reader path: safe memory copies made (system calls)
     dropped_samples: int
     truncated_stacks: int
     sampling_ns: int
+    sampler_cpu_ns: int  # CPU of the timer and fallback threads
     task_samples: int
     dropped_task_samples: int
 
@@ -38,7 +44,8 @@ class RawTables(TypedDict):
     time_ns: array[int]
     cpu_ns: array[int]
     wall_ns: array[int]
-    # samples each row stands for ('i'; 1 for a row recorded one sample at a time)
+    # samples each row stands for ('i'; 1 for a row recorded one sample at a time,
+    # more where a thread's unchanged stack extended its row)
     count: array[int]
     # (ident, native id, name or None) per thread index
     threads: list[tuple[int, int, str | None]]
@@ -47,6 +54,7 @@ class RawTables(TypedDict):
     max_depth: int
     stats: Stats
     asyncio: bool
+    reader: bool  # the timer read the stacks without the GIL (3.11+)
 
 def start(
     hz: float,
@@ -65,6 +73,7 @@ def stop(discard: Literal[False] = False) -> RawTables: ...
 def stop(discard: Literal[True]) -> None: ...
 def sample_count() -> int: ...
 def after_fork_child() -> None: ...
+def close() -> None: ...
 def monotonic_ns() -> int: ...
 def eval_breaker_set() -> bool: ...
 def asyncio_task_node_offset(probe: object) -> int | None: ...

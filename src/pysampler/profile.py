@@ -105,9 +105,10 @@ class Metadata:
     sampling_events: int = 0  #: timer ticks that were turned into samples
     ticks: int = 0  #: timer ticks (each asks for one sampling event)
     missed_ticks: int = 0  #: ticks skipped because the timer fell behind
-    served_in_place: int = 0  #: events recorded by the running thread itself
-    served_by_timer: int = 0  #: events recorded by the fallback thread
+    served_in_place: int = 0  #: events recorded by a program thread (GIL-holding path)
+    served_by_timer: int = 0  #: events recorded by the timer or the fallback thread
     sampling_ns: int = 0  #: time spent recording samples (the sampler's own cost)
+    sampler_cpu_ns: int = 0  #: CPU used by the sampler's own native threads
     asyncio: bool = False  #: waiting asyncio tasks were recorded too
     task_samples: int = 0  #: samples of waiting asyncio tasks
     dropped_task_samples: int = 0  #: task registry entries left out by the per-sample cap

@@ -160,7 +160,9 @@ def read(data: bytes) -> Profile:
     mode nor the rate: the profile is read as CPU time, the delivered rate
     is the one the timestamps show and the requested one is 0 (unknown).
     Lines are the functions' first lines (the per-line ``positionTicks``
-    are not spread over samples).
+    are not spread over samples). A node whose ``hitCount`` exceeds its
+    samples on the timeline (ours, for a row that stands for several
+    samples) gets the difference on its last sample.
 
     Args:
         data: the file's contents (UTF-8 JSON).
@@ -240,6 +242,8 @@ def read(data: bytes) -> Profile:
     rows_thread: list[int] = []
     time_ns: list[int] = []
     dur_ns: list[int] = []
+    last_row: dict[int, int] = {}  # per cpuprofile node: its last row
+    entries: dict[int, int] = {}  # per cpuprofile node: timeline samples
     for sid, t, end in zip(samples, times, ends):
         if sid not in nodes:
             raise ValueError(f".cpuprofile sample refers to node {sid}, which does not exist")
@@ -250,6 +254,16 @@ def read(data: bytes) -> Profile:
         rows_stack.append(where[1])
         time_ns.append(t * 1000)
         dur_ns.append(max(end - t, 0) * 1000)
+        last_row[sid] = len(rows_stack) - 1
+        entries[sid] = entries.get(sid, 0) + 1
+    # A sample of ours may stand for several (a row extended while a thread's
+    # stack did not change): its node's hitCount says so. Samples the
+    # timeline does not show go to the node's last entry.
+    count = [1] * len(rows_stack)
+    for sid, row in last_row.items():
+        hits = nodes[sid].get("hitCount")
+        if isinstance(hits, int) and hits > entries[sid]:
+            count[row] += hits - entries[sid]
     duration = max(0.0, (end_us - start_us) / 1e6)
     events = len(set(times))
     hz = events / duration if duration > 0 else 0.0
@@ -269,6 +283,7 @@ def read(data: bytes) -> Profile:
         time_ns=time_ns,
         cpu_ns=dur_ns,
         wall_ns=dur_ns,
+        count=count,
         threads=[ThreadInfo(i, 0, name, pid) for i, (name, pid) in enumerate(threads)],
         metadata=meta,
         # a file mixing threads under process nodes and threads outside any

@@ -1,0 +1,351 @@
+"""Threaded programs: every thread sampled at the full rate without GIL
+hand-offs (3.11+: the timer reads stacks itself), and CPU put where it was
+spent, checked against an independently measured truth (tests/threaded.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import pysampler
+import threaded
+from helpers import function_share, run_python, thread_value
+from workloads import running_threads, spin_cpu
+
+READER = sys.version_info >= (3, 11)
+needs_reader = pytest.mark.skipif(not READER, reason="3.9/3.10 keep the GIL-holding path")
+
+
+def _join_busy_workers(n: int, hz: int, seconds: float = 1.2) -> pysampler.Metadata:
+    workers = [
+        threading.Thread(target=spin_cpu, args=(seconds / n,), name=f"busy-{i}") for i in range(n)
+    ]
+    with pysampler.profile(hz=hz, mode="cpu") as p:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()  # the main thread blocks in C the whole time
+    return p.profile.metadata
+
+
+@needs_reader
+@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("hz", [100, 1000])
+def test_busy_workers_with_main_in_join_get_every_tick(n: int, hz: int) -> None:
+    m = _join_busy_workers(n, hz)
+    # every tick becomes a sampling event, none waits for the GIL...
+    assert m.sampling_events >= 0.9 * m.ticks, m
+    assert m.served_in_place == 0, m  # ...and none runs on a program thread
+    # the timer keeps its schedule unless the OS did not run it on time
+    # (an overloaded machine shows up as missed ticks)
+    if m.missed_ticks < 0.05 * m.ticks:
+        assert m.hz_delivered >= 0.9 * hz, m
+
+
+@needs_reader
+def test_busy_main_thread_and_busy_workers_get_every_tick() -> None:
+    with (
+        running_threads({f"busy-{i}": _spin_until for i in range(3)}),
+        pysampler.profile(hz=1000, mode="cpu") as p,
+    ):
+        spin_cpu(0.4)
+    m = p.profile.metadata
+    assert m.sampling_events >= 0.9 * m.ticks, m
+    names = {t.name for t in p.profile.threads}
+    assert {"MainThread", "busy-0", "busy-1", "busy-2"} <= names
+
+
+def _spin_until(stop: threading.Event) -> None:
+    while not stop.is_set():
+        spin_cpu(0.002)
+
+
+@pytest.mark.parametrize("case", list(threaded.CASES))
+def test_cpu_goes_where_it_was_spent(case: str) -> None:
+    if not READER:
+        pytest.skip("3.9/3.10 attribute CPU at GIL hand-offs (documented)")
+    if case in ("flask", "waitress"):
+        pytest.importorskip("flask" if case == "flask" else "waitress")
+    out = threaded.run_case(case, hz=500, seconds=2.0)
+    report = out.row()
+    # the profile holds the CPU the program used in the window
+    assert abs(out.total_ratio - 1) <= 0.10, report
+    # each CPU-heavy function gets its measured share
+    for prof_share, truth in out.shares.values():
+        assert abs(prof_share - truth) <= 0.05, report
+    # and blocking calls (select, waits, sleeps, socket writes) almost
+    # nothing: what they really used (waitress's select) plus 5 points
+    assert out.blocking < 0.05 + out.blocking_truth, report
+
+
+@needs_reader
+def test_short_lived_threads_are_counted() -> None:
+    out = threaded.run_case("short_threads", hz=100, seconds=2.0)
+    # 300 threads of 4 ms CPU, one after another, at 100 Hz: a thread is
+    # the GIL holder at ~0.4 ticks on average, each worth 10 ms
+    assert out.shares["short_job"][0] > 0.8, out.row()
+    assert abs(out.total_ratio - 1) <= 0.10, out.row()
+    assert out.threads_seen > 50, out.row()
+
+
+def test_thread_that_only_sleeps_records_nothing_in_cpu_mode() -> None:
+    stop = threading.Event()
+
+    def sleeper() -> None:
+        stop.wait()  # blocked the whole session: no CPU at all
+
+    with running_threads({"sleeper": lambda s: sleeper()}):
+        time.sleep(0.05)  # it is blocked before the session starts
+        try:
+            with pysampler.profile(hz=1000, mode="cpu") as p:
+                spin_cpu(0.3)
+        finally:
+            stop.set()
+    n, ns = thread_value(p.profile, "sleeper")
+    assert (n, ns) == (0, 0), (n, ns)
+    assert thread_value(p.profile, "MainThread")[1] > 0.2e9
+
+
+def worker_alpha(seconds: float) -> int:
+    return spin_cpu(seconds)
+
+
+def worker_beta(seconds: float) -> int:
+    return spin_cpu(seconds)
+
+
+@pytest.mark.parametrize("mode", ["cpu", "wall"])
+def test_workers_that_start_and_exit_during_session_have_their_own_stacks(mode: str) -> None:
+    with pysampler.profile(hz=1000, mode=mode) as p:
+        for round_ in range(6):
+            ts = [
+                threading.Thread(target=worker_alpha, args=(0.02,), name=f"alpha-{round_}"),
+                threading.Thread(target=worker_beta, args=(0.02,), name=f"beta-{round_}"),
+            ]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+    prof = p.profile
+    seen = 0
+    for i, node in enumerate(prof.stack.tolist()):
+        name = prof.threads[int(prof.thread[i])].name
+        funcs = {prof.frames[f].function for f in prof.stack_of(node)}
+        if name.startswith("alpha"):
+            assert "worker_beta" not in funcs, (name, funcs)
+            seen += "worker_alpha" in funcs
+        elif name.startswith("beta"):
+            assert "worker_alpha" not in funcs, (name, funcs)
+            seen += "worker_beta" in funcs
+    assert seen > 20
+    names = {t.name for t in prof.threads}
+    assert sum(n.startswith(("alpha", "beta")) for n in names) >= 8, names
+
+
+def test_reused_thread_idents_stay_separate_threads() -> None:
+    # glibc hands a joined thread's pthread_t (the ident) to the next thread:
+    # six sequential threads share one or two idents, and must still be six
+    with pysampler.profile(hz=1000, mode="wall") as p:
+        for i in range(6):
+            t = threading.Thread(target=spin_cpu, args=(0.03,), name=f"seq-{i}")
+            t.start()
+            t.join()
+    names = [t.name for t in p.profile.threads if t.name.startswith("seq-")]
+    assert sorted(names) == [f"seq-{i}" for i in range(6)], names
+    for i in range(6):
+        assert thread_value(p.profile, f"seq-{i}")[0] > 0
+
+
+@needs_reader
+def test_gil_released_c_work_is_attributed_to_its_call() -> None:
+    import hashlib
+
+    data = b"x" * (32 << 20)
+    used = []
+
+    def hashing(stop: threading.Event) -> None:
+        t0 = time.thread_time()
+        while not stop.is_set():
+            hashlib.sha256(data).digest()  # ~100 ms with the GIL released
+        used.append(time.thread_time() - t0)
+
+    with running_threads({"hasher": hashing}), pysampler.profile(hz=500, mode="cpu") as p:
+        spin_cpu(1.0)
+    _, hasher_ns = thread_value(p.profile, "hasher")
+    # the hasher's CPU is in the profile, under its own call, although it
+    # never held the GIL at a tick while hashing
+    assert hasher_ns > 0.5 * used[0] * 1e9, (hasher_ns, used)
+    assert hasher_ns < 1.2 * used[0] * 1e9, (hasher_ns, used)
+    assert (
+        function_share(
+            p.profile,
+            "test_gil_released_c_work_is_attributed_to_its_call.<locals>.hashing",
+            thread="hasher",
+            self_only=False,
+        )
+        > 0.95
+    )
+
+
+@needs_reader
+def test_idle_threads_extend_their_rows_in_wall_mode() -> None:
+    stop = threading.Event()
+    idle = {f"idle-{i}": (lambda s: s.wait()) for i in range(50)}
+    with running_threads(idle):
+        try:
+            with pysampler.profile(hz=1000, mode="wall") as p:
+                spin_cpu(0.4)
+        finally:
+            stop.set()
+    prof = p.profile
+    ticks = prof.metadata.sampling_events
+    idle_rows = [
+        i
+        for i in range(len(prof.stack))
+        if prof.threads[int(prof.thread[i])].name.startswith("idle-")
+    ]
+    # one row (or a few) per idle thread, not one per thread per tick
+    assert len(idle_rows) <= 3 * 50, (len(idle_rows), ticks)
+    # yet every thread still gets the whole wall time
+    for name in ("idle-0", "idle-49"):
+        _, ns = thread_value(prof, name)
+        assert ns >= 0.9 * (prof.metadata.duration * 1e9) * 0.9, (name, ns)
+
+
+def test_ten_thousand_start_stop_cycles_while_threads_churn() -> None:
+    out = run_python(
+        """
+        import os, threading, resource, pysampler
+        from workloads import spin_cpu
+        stop = threading.Event()
+        def churn():
+            while not stop.is_set():
+                t = threading.Thread(target=spin_cpu, args=(0.0002,))
+                t.start(); t.join()
+        # one session first: reading its columns may start numpy's pool
+        pysampler.start(hz=5000); p = pysampler.stop(); p.stack.tolist()
+        tasks_before = len(os.listdir("/proc/self/task"))
+        churners = [threading.Thread(target=churn) for _ in range(8)]
+        for c in churners: c.start()
+        bad = 0
+        rss = []
+        try:
+            for i in range(10_000):
+                pysampler.start(hz=5000, mode="wall" if i % 2 else "cpu")
+                p = pysampler.stop()
+                n = len(p.stack_parent)
+                for s, t in zip(p.stack.tolist(), p.thread.tolist()):
+                    if not (0 <= s < n and 0 <= t < len(p.threads)):
+                        bad += 1
+                for f in p.frames:
+                    if not f.function:
+                        bad += 1
+                if i % 2000 == 0:
+                    rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        finally:
+            stop.set()
+            for c in churners: c.join()
+        import time
+        deadline = time.monotonic() + 5  # exiting threads leave the list a moment later
+        while len(os.listdir("/proc/self/task")) > tasks_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(bad, rss[1], rss[-1], tasks_before, len(os.listdir("/proc/self/task")))
+        """,
+        timeout=600,
+    )
+    bad, rss_early, rss_late, tasks_before, tasks_after = (int(x) for x in out.stdout.split())
+    assert bad == 0
+    assert rss_late - rss_early < 20_000, (rss_early, rss_late)  # KiB: no leak per cycle
+    assert tasks_after == tasks_before, (tasks_before, tasks_after)  # no native thread left
+
+
+def _embedding_flags() -> list[str] | None:
+    config = (
+        Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}-config"
+    )
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not config.exists() or cc is None or sys.platform == "win32":
+        return None
+    flags = subprocess.run(
+        [str(config), "--cflags", "--ldflags", "--embed"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [cc, *flags.stdout.split()] if flags.returncode == 0 else None
+
+
+EMBED_C = r"""
+#include <Python.h>
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    int i;
+    for (i = 0; i < 2; i++) {
+        Py_Initialize();
+        if (PyRun_SimpleString(argv[1]) != 0) return 2;
+        if (Py_FinalizeEx() < 0) return 3;
+        printf("round %d done\n", i);
+        fflush(stdout);
+    }
+    return 0;
+}
+"""
+
+EMBED_PY = """
+import atexit, os, time
+def late():
+    import pysampler
+    try:
+        pysampler.start(hz=1000)
+        print("started late", flush=True)
+    except RuntimeError as e:
+        print("refused:", e, flush=True)
+if os.environ.get("PYSAMPLER_TEST_ROUND") is None:
+    os.environ["PYSAMPLER_TEST_ROUND"] = "2"
+    atexit.register(late)   # runs after pysampler's own atexit hook
+    import pysampler
+    from workloads import spin_cpu
+    pysampler.start(hz=1000)
+    spin_cpu(0.05)
+else:
+    t0 = time.time()
+    while time.time() - t0 < 0.5:
+        pass   # a timer left from the first interpreter would crash this
+    print("second interpreter ran", flush=True)
+"""
+
+
+def test_no_sampler_outlives_an_embedded_interpreter(tmp_path: Path) -> None:
+    cmd = _embedding_flags()
+    if cmd is None:
+        pytest.skip("no C compiler or pythonX.Y-config to build an embedding program")
+    src = tmp_path / "embed.c"
+    src.write_text(EMBED_C)
+    exe = tmp_path / "embed"
+    cflags, ldflags = cmd[1:], []
+    build = subprocess.run(
+        [cmd[0], str(src), "-o", str(exe), *cflags, *ldflags], capture_output=True, text=True
+    )
+    if build.returncode != 0:
+        pytest.skip(f"cannot build an embedding program: {build.stderr[-300:]}")
+    here = os.path.dirname(__file__)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, *[p for p in sys.path if p]]))
+    env.pop("PYSAMPLER_TEST_ROUND", None)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        env["LD_LIBRARY_PATH"] = libdir + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    proc = subprocess.run(
+        [str(exe), EMBED_PY], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert "refused: the interpreter is shutting down" in proc.stdout
+    assert "second interpreter ran" in proc.stdout and "round 1 done" in proc.stdout
