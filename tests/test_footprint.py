@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -202,9 +204,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 class _App:
-    def __init__(self, tmp_path: Path, **env: str) -> None:
+    def __init__(self, tmp_path: Path, program: str = APP, **env: str) -> None:
         script = tmp_path / "app.py"
-        script.write_text(APP)
+        script.write_text(program)
         self.proc = subprocess.Popen(
             [sys.executable, str(script)],
             env=_env(**env),
@@ -243,6 +245,20 @@ def _get(url: str) -> int:
             return int(err.code)
 
 
+def _wait_for_members(url: str, count: int) -> None:
+    """Until the index page lists ``count`` processes, each answered."""
+    deadline = time.monotonic() + 30
+    while True:
+        with _OPENER.open(url + "/debug/pprof/", timeout=10) as resp:
+            page = resp.read().decode()
+        roles = re.findall(r"<tr><td>\d+</td><td>[^<]*</td><td>([^<]*)</td>", page)
+        # a process still starting has a role in brackets
+        if len(roles) >= count and not any(r.startswith("(") for r in roles):
+            return
+        assert time.monotonic() < deadline, page
+        time.sleep(0.1)
+
+
 _D = "duration=0.1"
 #: every route, every format, each answered 200; heap windows (?seconds) need
 #: no resident heap session, the resident routes one (PYSAMPLER_HEAP=1)
@@ -273,20 +289,57 @@ REQUESTS = {
 }
 
 
+#: put before :data:`APP`: the program forks a worker that runs APP too (a
+#: group of two: the founder holds the port, the worker is a member) and
+#: writes its own numpy modules to worker.json when told to end (SIGTERM)
+FORK_WORKER = """
+import json, os, signal, sys
+worker = os.fork()
+if worker == 0:
+    def _report(*_):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.json")
+        with open(path, "w") as f:
+            json.dump(sorted(m for m in sys.modules if m == "numpy" or m.startswith("numpy.")), f)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, _report)
+    r, _keep_open = os.pipe()
+    os.dup2(r, 0)  # its stdin never ends: only the founder reads the test's line
+"""
+
+#: put after :data:`APP` (whose last line lists the founder's numpy
+#: modules): ends the worker, then prints both lists as one
+REAP_WORKER = """
+os.kill(worker, signal.SIGTERM)
+os.waitpid(worker, 0)
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.json")) as f:
+    print(json.dumps(sorted(set(json.load(f)) | {m for m in sys.modules if m.startswith("numpy")})))
+"""
+
+
 def test_the_requests_below_cover_every_route() -> None:
     paths = {r.split("?")[0] for group in REQUESTS.values() for r in group}
     assert paths == set(ROUTES)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("group", sorted(REQUESTS))
-def test_every_route_and_format_loads_no_numpy(group: str, tmp_path: Path) -> None:
+def test_every_route_and_format_loads_no_numpy(group: str, processes: int, tmp_path: Path) -> None:
+    """In one process; and in a process group of two, where the founder
+    serves every request by asking its member and merging the answers."""
+    if processes > 1 and not hasattr(os, "fork"):
+        pytest.skip("process groups need fork")
     env = {"PYSAMPLER_PORT": "0"}
     if group == "resident heap":
         env["PYSAMPLER_HEAP"] = "1"
-    app = _App(tmp_path, **env)
+    app = _App(tmp_path, FORK_WORKER * (processes > 1) + APP + REAP_WORKER * (processes > 1), **env)
     try:
+        if processes > 1:
+            _wait_for_members(app.url, processes)
         for path in REQUESTS[group]:
             assert _get(app.url + path) == 200, path
+        if processes > 1:  # the requests covered both processes
+            with _OPENER.open(f"{app.url}/profile/cpu?{_D}&format=pprof", timeout=60) as resp:
+                assert len(resp.headers["X-Pysampler-Pids"].split()) == processes
         assert _get(app.url + "/profile/cpu?duration=0") == 400
         assert _get(app.url + "/no/such/path") == 404
         assert app.numpy_modules() == []
