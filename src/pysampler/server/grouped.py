@@ -84,10 +84,6 @@ def _send(handler: _Handler, merged: Merged, fmt: formats.Format, filename: str)
     handler._send_profile(merged.profile, fmt, filename, merged.headers())
 
 
-def _filename(kind: str, started_unix: float, seconds: float, fmt: formats.Format) -> str:
-    return f"{kind}_{int(started_unix)}_{query.seconds_label(seconds)}-seconds{fmt.suffixes[0]}"
-
-
 def timed_cpu(
     handler: _Handler,
     pids: list[int],
@@ -103,7 +99,7 @@ def timed_cpu(
     fields = {**fields, "max_samples": limits.member_samples(len(pids))}
     merged = group.timed("cpu", pids, seconds, fields, handler.connection, handler.server.closing)
     if merged is not None:
-        name = filename or _filename("cpu", merged.started_unix, seconds, fmt)
+        name = filename or query.profile_filename("cpu", merged.started_unix, seconds, fmt)
         _send(handler, merged, fmt, name)
 
 
@@ -129,7 +125,7 @@ def timed_heap(
     if merged is not None:
         assert isinstance(merged.profile, HeapProfile)
         merged.profile = merged.profile.with_view(view)
-        name = filename or _filename("heap", merged.started_unix, seconds, fmt)
+        name = filename or query.profile_filename("heap", merged.started_unix, seconds, fmt)
         _send(handler, merged, fmt, name)
 
 
@@ -228,7 +224,7 @@ def stop(handler: _Handler, fmt: formats.Format) -> bool:
     if group is None or not group.manual_running:
         return False
     merged, elapsed = group.stop()
-    _send(handler, merged, fmt, _filename("cpu", merged.started_unix, elapsed, fmt))
+    _send(handler, merged, fmt, query.profile_filename("cpu", merged.started_unix, elapsed, fmt))
     return True
 
 

@@ -257,10 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         if profile is None:
             return
         if filename is None:
-            filename = (
-                f"cpu_{int(session.started_unix)}_{query.seconds_label(seconds)}-seconds"
-                f"{fmt.suffixes[0]}"
-            )
+            filename = query.profile_filename("cpu", session.started_unix, seconds, fmt)
         self._send_profile(profile, fmt, filename)
 
     def _timed_heap(
@@ -281,10 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         assert isinstance(profile, HeapProfile)
         if filename is None:
-            filename = (
-                f"heap_{int(session.started_unix)}_{query.seconds_label(seconds)}-seconds"
-                f"{fmt.suffixes[0]}"
-            )
+            filename = query.profile_filename("heap", session.started_unix, seconds, fmt)
         self._send_profile(profile.with_view(view), fmt, filename)
 
     def _heap_now(self, view: str, filename: str) -> None:
@@ -361,8 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
         if profile is None:
             raise HttpError(409, "the session had already ended")
         elapsed = time.monotonic() - session.started_mono
-        label = query.seconds_label(elapsed)
-        filename = f"cpu_{int(session.started_unix)}_{label}-seconds{fmt.suffixes[0]}"
+        filename = query.profile_filename("cpu", session.started_unix, elapsed, fmt)
         self._send_profile(profile, fmt, filename)
 
     def profile_cancel(self, params: dict[str, str]) -> None:
