@@ -8,6 +8,7 @@ from typing import Any, Literal, TypedDict, overload
 
 MODES: dict[str, int]
 TASKS_THREAD_NAME: str
+OTHER_CPU_THREAD_NAME: str  #: the pseudo-thread of CPU outside sampled stacks
 #: bytes of one sample row
 SAMPLE_ROW_BYTES: int
 

@@ -67,6 +67,12 @@ class Frame(NamedTuple):
         return self.function[len(TASK_PREFIX) :]
 
 
+#: the name of the pseudo-thread that holds CPU no sample took (a CPU
+#: profile's ``[CPU outside sampled Python stacks]`` rows); the native
+#: layer names it so (``_sampler.OTHER_CPU_THREAD_NAME``)
+OTHER_CPU_THREAD = "(other CPU)"
+
+
 class ThreadInfo(NamedTuple):
     """A thread that was sampled at least once, or alive at start."""
 
@@ -492,7 +498,8 @@ class Profile(StackColumns):
             total, delegated = float(sum(values)), dropped
         else:
             total, delegated = 0.0, 0.0
-        threads = len(self.threads)
+        # the program's threads: not the pseudo-thread of CPU outside samples
+        threads = sum(1 for t in self.threads if t.name != OTHER_CPU_THREAD)
         # a rate of 0 requested: not known (a .cpuprofile does not record it)
         asked = f" ({m.hz_requested:g} requested)" if m.hz_requested > 0 else ""
         head = (
