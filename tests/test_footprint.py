@@ -8,9 +8,11 @@ and RSS are measured in benchmarks/ (hook_startup.py), not asserted here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -214,6 +216,8 @@ class _App:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # its own process group: kill() ends a forked worker too
+            start_new_session=hasattr(os, "killpg"),
         )
         try:
             self.url = helpers.endpoint_url(self.proc)
@@ -227,22 +231,32 @@ class _App:
         return list(json.loads(out.strip().splitlines()[-1]))
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        """End the program and any worker it forked (which may outlive it
+        and would hold its output pipes open)."""
+        if hasattr(os, "killpg"):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        elif self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+        self.proc.communicate()
 
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _get(url: str) -> int:
+def _fetch(url: str) -> tuple[int, bytes]:
+    """Status and body (may be empty: a collapsed profile of no whole
+    millisecond)."""
     try:
         with _OPENER.open(url, timeout=60) as resp:
-            resp.read()  # may be empty: a collapsed profile of no whole millisecond
-            return int(resp.status)
+            return int(resp.status), resp.read()
     except urllib.error.HTTPError as err:
         with err:
-            return int(err.code)
+            return int(err.code), err.read()
+
+
+def _get(url: str) -> int:
+    return _fetch(url)[0]
 
 
 def _wait_for_members(url: str, count: int) -> None:
@@ -336,7 +350,8 @@ def test_every_route_and_format_loads_no_numpy(group: str, processes: int, tmp_p
         if processes > 1:
             _wait_for_members(app.url, processes)
         for path in REQUESTS[group]:
-            assert _get(app.url + path) == 200, path
+            status, body = _fetch(app.url + path)
+            assert status == 200, (path, body[:500])
         if processes > 1:  # the requests covered both processes
             with _OPENER.open(f"{app.url}/profile/cpu?{_D}&format=pprof", timeout=60) as resp:
                 assert len(resp.headers["X-Pysampler-Pids"].split()) == processes
