@@ -352,9 +352,15 @@ def test_every_route_and_format_loads_no_numpy(group: str, processes: int, tmp_p
         for path in REQUESTS[group]:
             status, body = _fetch(app.url + path)
             assert status == 200, (path, body[:500])
-        if processes > 1:  # the requests covered both processes
-            with _OPENER.open(f"{app.url}/profile/cpu?{_D}&format=pprof", timeout=60) as resp:
-                assert len(resp.headers["X-Pysampler-Pids"].split()) == processes
+        if processes > 1:  # requests cover both processes
+            # (a member starved past the window plus the grace, on a loaded
+            # machine, is left out of one answer and named: ask again)
+            for _ in range(5):
+                with _OPENER.open(f"{app.url}/profile/cpu?{_D}&format=pprof", timeout=60) as resp:
+                    answered = resp.headers["X-Pysampler-Pids"].split()
+                if len(answered) == processes:
+                    break
+            assert len(answered) == processes, answered
         assert _get(app.url + "/profile/cpu?duration=0") == 400
         assert _get(app.url + "/no/such/path") == 404
         assert app.numpy_modules() == []
