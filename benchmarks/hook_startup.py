@@ -37,7 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def hook_line() -> str:
-    """The line setup.py writes into pysampler-hook.pth."""
+    """The line setup.py writes into pysampler-hook.pth; without a source
+    tree (a wheel under test), the line the installed file holds."""
+    if not (ROOT / "setup.py").exists():
+        installed = Path(sysconfig.get_paths()["purelib"], "pysampler-hook.pth")
+        return installed.read_text()
     namespace: dict[str, object] = {}
     source = (ROOT / "setup.py").read_text()
     start = source.index("HOOK_LINE = ")

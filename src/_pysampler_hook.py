@@ -15,6 +15,10 @@ for one dictionary look-up. Settings come from the environment:
 - ``PYSAMPLER_HEAP_SAMPLE_BYTES``: mean bytes between heap samples (default
   524288).
 
+The first process with ``PYSAMPLER_PORT`` founds a process group and
+serves the port; processes that inherit its ``PYSAMPLER_GROUP`` join it
+(see pysampler.group).
+
 Nothing here may stop the program from starting: every failure becomes a
 warning that names the port, and the program runs on without the endpoint.
 It imports what listening needs and nothing more (see pysampler.server):
@@ -25,8 +29,8 @@ import os
 import sys
 
 
-def _warn(message: str) -> None:
-    text = f"pysampler: {message}; the profiling endpoint is off"
+def _warn(message: str, outcome: str = "the profiling endpoint is off") -> None:
+    text = f"pysampler: {message}; {outcome}"
     try:
         import warnings
 
@@ -70,27 +74,55 @@ def _start() -> None:
     except ValueError:
         _warn(f"PYSAMPLER_HEAP_SAMPLE_BYTES={rate_text!r} is not a whole number of bytes")
         return
+    settings = {
+        "host": host,
+        "token": token,
+        "max_duration": max_duration,
+        "heap": heap_text == "1",
+        "heap_sample_bytes": sample_bytes,
+        "allowed_hosts": tuple(allowed_hosts),
+    }
+    group_dir = os.environ.get("PYSAMPLER_GROUP", "")
     try:
-        from pysampler.server import serve
-
-        server = serve(
-            port,
-            host=host,
-            token=token,
-            max_duration=max_duration,
-            heap=heap_text == "1",
-            heap_sample_bytes=sample_bytes,
-            allowed_hosts=allowed_hosts,
-        )
+        server, founded = _serve(port, group_dir, settings)
     except OSError as exc:
-        _warn(f"cannot listen on {host} port {port} ({exc.strerror or exc})")
+        if type(exc).__name__ == "NotPrivate":
+            _warn(f"cannot join the process group in {group_dir} ({exc})")
+        else:
+            _warn(f"cannot listen on {host} port {port} ({exc.strerror or exc})")
         return
     except Exception as exc:
         _warn(f"cannot start on {host} port {port} ({type(exc).__name__}: {exc})")
         return
-    if port == 0:
+    if server is not None and founded and port == 0:
         # The caller asked for any free port and has no other way to learn it.
         sys.stderr.write(f"pysampler: profiling endpoint on {server.url}\n")
+
+
+def _serve(port: int, group_dir: str, settings: "dict[str, object]") -> "tuple[object, bool]":
+    """Found a process group (serving the port), join the group named by
+    ``PYSAMPLER_GROUP``, or, where groups are not supported (Windows),
+    serve this process alone. Returns (the Server or None, founded)."""
+    from pysampler import group
+
+    if not group.supported():
+        from pysampler.server import serve
+
+        return serve(port, **settings), True
+    from pysampler.group import member
+
+    config = member.Settings(port, **settings)
+    if group_dir:
+        return member.join(group_dir, config), False
+    try:
+        return member.found(config), True
+    except member.rundir.NotPrivate as exc:
+        # e.g. another user made $TMPDIR/pysampler-<uid> first: no group,
+        # but this process is still served
+        _warn(f"cannot make a process group ({exc})", "serving this process alone")
+        from pysampler.server import serve
+
+        return serve(port, **settings), True
 
 
 _start()

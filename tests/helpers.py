@@ -117,15 +117,23 @@ def stderr_on_a_terminal(cmd: list[str], **popen: object) -> tuple[int, str]:
     return proc.returncode, b"".join(chunks).decode()
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without our variables (a child would start an
+    endpoint of its own) and without proxies for loopback, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
 GO = shutil.which("go")
 #: a row of ``go tool pprof -top``: flat value with its unit, then flat%
 PPROF_ROW = re.compile(r"^\s*[\d.]+\w*\s+[\d.]+%")
 
 
-def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[list[str]]]:
-    """``go tool pprof -top`` on a file or URL: (its output, the table's rows
-    split into fields). Skips when go is missing, except under CI where the
-    test setup installs it."""
+def go_pprof(target: str, tmp_path: Path, *flags: str) -> str:
+    """The output of ``go tool pprof FLAGS TARGET`` (a file or URL). Skips
+    when go is missing, except under CI where the test setup installs it."""
     if GO is None:
         if os.environ.get("CI"):
             raise RuntimeError("go (Debian golang-go) is required to test pprof output")
@@ -134,7 +142,7 @@ def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[li
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
     env.update(PPROF_TMPDIR=str(tmp_path), HOME=str(tmp_path), NO_PROXY="*", no_proxy="*")
     out = subprocess.run(
-        [GO, "tool", "pprof", *flags, "-top", target],
+        [GO, "tool", "pprof", *flags, target],
         capture_output=True,
         text=True,
         timeout=120,
@@ -142,7 +150,14 @@ def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[li
         env=env,
     )
     assert out.returncode == 0, out.stderr
-    return out.stdout, [ln.split() for ln in out.stdout.splitlines() if PPROF_ROW.match(ln)]
+    return out.stdout
+
+
+def go_pprof_top(target: str, tmp_path: Path, *flags: str) -> tuple[str, list[list[str]]]:
+    """``go tool pprof -top`` on a file or URL: (its output, the table's rows
+    split into fields)."""
+    text = go_pprof(target, tmp_path, *flags, "-top")
+    return text, [ln.split() for ln in text.splitlines() if PPROF_ROW.match(ln)]
 
 
 ROOT = Path(__file__).resolve().parent.parent

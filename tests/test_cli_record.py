@@ -178,7 +178,7 @@ def timed_session_runs(url: str) -> bool:
 
 def test_record_errors_are_one_line(service: App, tmp_path: Path) -> None:
     cases = [
-        (("--pid", "1"), "profiles one process: it takes no pid= (drop --pid)"),
+        (("--pid", "1"), "no process 1 here; this endpoint profiles process"),
         (("--hz", "0"), "argument --hz: must be from 1 to 10000 samples per second, not 0"),
         (("--asyncio", "--mode", "cpu"), "--asyncio needs --mode wall"),
         (("--heap", "--hz", "50"), "--hz applies to CPU and wall profiles, not to --heap"),

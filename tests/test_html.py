@@ -163,3 +163,30 @@ def test_names_are_escaped_not_markup(tmp_path: Path) -> None:
     text = html.write(prof).decode()
     assert nasty not in text
     assert text.count("</script>") == 2  # the page's own two script elements
+
+
+def test_a_group_profile_has_a_box_per_process_over_its_threads(
+    browser: Any, profile: Profile, tmp_path: Path
+) -> None:
+    from pysampler import ProcessInfo
+    from pysampler.merge import merge_profiles
+
+    a = ProcessInfo(101, 0.0, "founder", "python app.py")
+    b = ProcessInfo(202, 0.0, "forked from 101", "python app.py")
+    path = tmp_path / "group.html"
+    merge_profiles([(a, profile), (b, profile)]).save(path)
+    with flamegraph_page(browser, path) as page:
+        assert "2 processes" in page.inner_text("#facts")
+        (pa,) = boxes(page, "Process 101: founder")
+        (pb,) = boxes(page, "Process 202: forked from 101")
+        assert pa["parent"] == pb["parent"] == 0
+        assert pa["width"] == pytest.approx(pb["width"], abs=2)  # the same profile twice
+        threads = siblings(page, pa["node"])
+        assert {t["name"] for t in threads} >= {"Thread: MainThread", "Thread: side"}
+        assert len(boxes(page, "hot")) == 2  # one per process
+        options = page.eval_on_selector_all("#thread option", "os => os.map(o => o.textContent)")
+        assert options[1].startswith("Process 101: founder (")
+        page.select_option("#thread", label=options[1])
+        (hot,) = boxes(page, "hot")
+        assert hot["width"] > 0
+        page.screenshot(path=str(artifact("flamegraph-group.png")), full_page=True)

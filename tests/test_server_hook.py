@@ -45,11 +45,7 @@ APP = textwrap.dedent(
 )
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSAMPLER_")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
+_env = helpers.clean_env
 
 
 class App:

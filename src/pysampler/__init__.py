@@ -27,7 +27,14 @@ if TYPE_CHECKING:
         SnapshotInProgress,
     )
     from pysampler.heap_profile import HeapMetadata, HeapProfile
-    from pysampler.profile import Frame, FunctionStat, Metadata, Profile, ThreadInfo
+    from pysampler.profile import (
+        Frame,
+        FunctionStat,
+        Metadata,
+        ProcessInfo,
+        Profile,
+        ThreadInfo,
+    )
     from pysampler.server import Server
 
 __version__ = "0.1.0"
@@ -76,6 +83,7 @@ _LAZY = {
     "Frame": "pysampler.profile",
     "FunctionStat": "pysampler.profile",
     "Metadata": "pysampler.profile",
+    "ProcessInfo": "pysampler.profile",
     "Profile": "pysampler.profile",
     "ThreadInfo": "pysampler.profile",
 }
@@ -151,6 +159,7 @@ __all__ = [
     "HeapMetadata",
     "HeapProfile",
     "Metadata",
+    "ProcessInfo",
     "Profile",
     "ProfilerAlreadyRunning",
     "ProfilerNotRunning",

@@ -240,10 +240,19 @@ def profile(hz: float = DEFAULT_HZ, mode: str = "cpu", **options: Any) -> Iterat
         result._profile = stop()
 
 
+#: the child this module was last reset in (see _after_fork_in_child)
+_reset_in = 0
+
+
 def _after_fork_in_child() -> None:
     # The child has no timer thread; the lock may have been held by a
-    # thread that does not exist here.
-    global _session, _state
+    # thread that does not exist here. Once per child: a process group's
+    # member calls this before its thread may start a session, since its
+    # own at-fork handler may run first (pysampler.group.member).
+    global _session, _state, _reset_in
+    if _reset_in == os.getpid():
+        return
+    _reset_in = os.getpid()
     _state = _new_state()
     _session = None
     _sampler.after_fork_child()

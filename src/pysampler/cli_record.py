@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, endpoint: remote.Endpoint, fmt: formats.Format
     progress.clear()
     result = outcome[0]
     if isinstance(result, remote.EndpointError):
-        if result.parameter == "pid":
+        if result.parameter == "pid" and result.status == 400:
             raise CommandError(
                 f"{endpoint.display} profiles one process: it takes no pid= (drop --pid)"
             )

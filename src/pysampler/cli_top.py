@@ -480,8 +480,8 @@ class Fetcher:
             except remote.Cancelled:
                 continue
             except remote.EndpointError as exc:
-                if exc.parameter == "pid" and self.send_pids:
-                    # a single-process endpoint: filter here instead
+                if exc.parameter == "pid" and exc.status == 400 and self.send_pids:
+                    # an endpoint that takes no pid= at all: filter here instead
                     self.send_pids = False
                     continue
                 self.results.put(Failure(str(exc), fatal=not exc.retry))

@@ -212,9 +212,17 @@ def snapshot_graph(path: str | os.PathLike[str], *, collect: bool = False) -> Gr
     return _snapshot_graph(path, collect=collect)
 
 
+#: the child this module was last reset in (see _after_fork_in_child)
+_reset_in = 0
+
+
 def _after_fork_in_child() -> None:
     # The child starts with no profiler: unhook before it allocates much.
-    global _start_unix, _state
+    # Once per child, as pysampler._control's.
+    global _start_unix, _state, _reset_in
+    if _reset_in == os.getpid():
+        return
+    _reset_in = os.getpid()
     _state = _new_state()
     _start_unix = None
     _sampler.heap_after_fork_child()

@@ -35,6 +35,7 @@ from pysampler.profile import (
     Frame,
     FunctionStat,
     PathLike,
+    ProcessInfo,
     StackColumns,
     check_rows,
     check_stack_tree,
@@ -55,6 +56,7 @@ COLUMNS = {
     "size": _arrays.INT64,
     "alloc_count": _arrays.INT64,
     "inuse_count": _arrays.INT64,
+    "pid": _arrays.INT64,
 }
 
 
@@ -71,6 +73,9 @@ class HeapMetadata:
     dropped_samples: int = 0  #: samples a full table could not (fully) keep
     truncated_stacks: int = 0  #: samples deeper than the depth cap
     frees_matched: int = 0  #: frees of sampled blocks seen
+    #: what a reader should know about how complete the profile is (see
+    #: :attr:`pysampler.Metadata.notes`)
+    notes: tuple[str, ...] = ()
 
 
 class HeapProfile(StackColumns):
@@ -89,6 +94,11 @@ class HeapProfile(StackColumns):
             now, by the stack that allocated it) or ``"alloc"`` (everything
             allocated since start). :meth:`top`, ``.heapprofile`` and the
             default sample type of pprof follow it.
+        processes: in a profile of several processes, one entry per
+            process; empty otherwise.
+        pid: with ``processes``, per row, the pid of the process that
+            allocated (an entry of ``processes``); 0 for every row if not
+            given.
     """
 
     def __init__(
@@ -102,6 +112,8 @@ class HeapProfile(StackColumns):
         inuse_count: npt.ArrayLike,
         metadata: HeapMetadata,
         view: str = "inuse",
+        processes: list[ProcessInfo] | tuple[ProcessInfo, ...] = (),
+        pid: npt.ArrayLike | None = None,
     ) -> None:
         if view not in VIEWS:
             raise ValueError(f"view must be 'inuse' or 'alloc', not {view!r}")
@@ -116,16 +128,22 @@ class HeapProfile(StackColumns):
             "alloc_count": alloc_count,
             "inuse_count": inuse_count,
         }
-        cols = {name: _arrays.column(given[name], code) for name, code in COLUMNS.items()}
+        cols = {
+            name: _arrays.column(given[name], code)
+            for name, code in COLUMNS.items()
+            if name != "pid"
+        }
+        n = len(cols["stack"])
+        cols["pid"] = _arrays.zeros(n) if pid is None else _arrays.column(pid, _arrays.INT64)
         self._columns: dict[str, array.array[int]] = cols
         self._estimates: dict[str, array.array[float]] = {}
         self._views: dict[str, npt.NDArray[Any]] = {}
         self.metadata = metadata
         self.view = view
+        self.processes: tuple[ProcessInfo, ...] = tuple(processes)
         if len(cols["stack_parent"]) != len(cols["stack_frame"]):
             raise ValueError("stack_parent and stack_frame differ in length")
-        n = len(cols["stack"])
-        for name in ("size", "alloc_count", "inuse_count"):
+        for name in ("size", "alloc_count", "inuse_count", "pid"):
             if len(cols[name]) != n:
                 raise ValueError(f"row column {name} differs in length from stack")
         check_stack_tree(
@@ -134,13 +152,15 @@ class HeapProfile(StackColumns):
         lowest = min(_columns.stats(cols[c])[0] for c in ("size", "alloc_count", "inuse_count"))
         if n and lowest < 0:
             raise ValueError("sizes and counts must not be negative")
+        if self.processes and not set(cols["pid"]) <= {p.pid for p in self.processes}:
+            raise ValueError("a row refers to a process that is not in the process table")
 
     # -- columns -------------------------------------------------------
     def column(self, name: str) -> array.array[int]:
         """An integer column as an ``array.array``, without numpy:
         ``"stack_parent"``, ``"stack_frame"``, ``"stack"``, ``"size"``,
-        ``"alloc_count"``, ``"inuse_count"``, or ``"counts"`` (that of the
-        current view). The profile's own memory: read it, do not change it.
+        ``"alloc_count"``, ``"inuse_count"``, ``"pid"``, or ``"counts"``
+        (that of the current view). The profile's own memory: read it, do not change it.
 
         Args:
             name: the column's name.
@@ -186,6 +206,12 @@ class HeapProfile(StackColumns):
     def inuse_count(self) -> npt.NDArray[np.int64]:
         """Per row, sampled blocks still in use (numpy, read-only)."""
         return self._view("inuse_count")
+
+    @property
+    def pid(self) -> npt.NDArray[np.int64]:
+        """Per row, the process that allocated, in a profile of several
+        processes; 0 otherwise (numpy, read-only)."""
+        return self._view("pid")
 
     # -- estimates -----------------------------------------------------
     @property
@@ -250,6 +276,8 @@ class HeapProfile(StackColumns):
             cols["inuse_count"],
             self.metadata,
             view,
+            self.processes,
+            cols["pid"],
         )
         other._estimates = self._estimates
         return other
@@ -301,9 +329,12 @@ class HeapProfile(StackColumns):
             f"pysampler heap profile ({self.view}): {_bytes(total)} {what} "
             f"({_columns.stats(self.column('counts'))[2]} samples{rate}){over}"
         )
+        if self.processes:
+            head += f", {len(self.processes)} processes"
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
-        lines = [head, f"{'self':>10} {'self %':>7} {'total %':>7}  {'function':<40} location"]
+        lines = [head, *(f"note: {note}" for note in m.notes)]
+        lines.append(f"{'self':>10} {'self %':>7} {'total %':>7}  {'function':<40} location")
         share = 100.0 / total if total else 0.0
         for row in self.functions()[:n]:
             where = location(row.filename, row.first_line)

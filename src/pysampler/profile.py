@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 PathLike = Union[str, "os.PathLike[str]"]
 
 TRUNCATED_FUNCTION = "[truncated: outer frames omitted]"
+#: how writers name the root of a process's stacks in a profile of several
+#: processes: ``Process 1234: forked from 1200``
+PROCESS_PREFIX = "Process "
 #: function name prefix of the root frame of an asyncio task's stack
 TASK_PREFIX = "Task: "
 #: leaves of asyncio task stacks that wait on other tasks (one task, or a
@@ -77,8 +80,19 @@ class ThreadInfo(NamedTuple):
     native_id: int  #: the OS thread id (0 when not known)
     name: str
     #: the process the thread ran in, when a profile covers several (the
-    #: pprof ``pid`` label); 0 means the profile's own, ``metadata.pid``
+    #: pprof ``pid`` label; see :attr:`Profile.processes`); 0 means the
+    #: profile's own, ``metadata.pid``
     pid: int = 0
+
+
+class ProcessInfo(NamedTuple):
+    """A process of a profile taken of several processes at once (a
+    process group: the workers of a pre-fork or spawn server)."""
+
+    pid: int
+    start_time: float  #: Unix time (seconds) the process joined its group
+    role: str  #: how it came to be, e.g. ``"founder"``, ``"forked from 812"``
+    command: str  #: its command line, as ``ps`` shows it
 
 
 @dataclass(frozen=True)
@@ -106,10 +120,45 @@ class Metadata:
     asyncio: bool = False  #: waiting asyncio tasks were recorded too
     task_samples: int = 0  #: samples of waiting asyncio tasks
     dropped_task_samples: int = 0  #: task registry entries left out by the per-sample cap
+    #: what a reader should know about how complete the profile is, e.g.
+    #: that a process of the group was lost while it was being profiled
+    notes: tuple[str, ...] = ()
 
     @property
     def unit(self) -> str:
         return "nanoseconds"
+
+
+def process_title(info: ProcessInfo) -> str:
+    """The root name of a process's stacks (``Process 1234: <role>``)."""
+    head = f"{PROCESS_PREFIX}{info.pid}"
+    return f"{head}: {info.role}" if info.role else head
+
+
+def parse_process_title(name: str) -> tuple[int, str] | None:
+    """(pid, role) of a name :func:`process_title` made; None otherwise."""
+    if not name.startswith(PROCESS_PREFIX):
+        return None
+    pid, _, role = name[len(PROCESS_PREFIX) :].partition(": ")
+    return (int(pid), role) if pid.isdigit() else None
+
+
+def _process_table(
+    given: list[ProcessInfo] | tuple[ProcessInfo, ...],
+    threads: tuple[ThreadInfo, ...],
+    own_pid: int,
+) -> tuple[ProcessInfo, ...]:
+    """:attr:`Profile.processes`: those given, which must name the process
+    of every thread; or, when none are given and threads name processes (a
+    profile read from a file, or built by hand), a bare entry per pid."""
+    pids = dict.fromkeys(t.pid or own_pid for t in threads)
+    if given:
+        if not pids.keys() <= {p.pid for p in given}:
+            raise ValueError("a thread refers to a process that is not in the process table")
+        return tuple(given)
+    if not any(t.pid for t in threads):
+        return ()
+    return tuple(ProcessInfo(pid, 0.0, "", "") for pid in pids)
 
 
 class FunctionStat(NamedTuple):
@@ -202,6 +251,10 @@ class Profile(StackColumns):
         metadata: facts about the session.
         count: per row, the samples it stands for; 1 for every row if not
             given.
+        processes: in a profile of several processes (threads name theirs
+            by ``pid``), one entry per process; when not given, one bare
+            entry per pid the threads name. Empty for a profile of one
+            process.
 
     Columns may be given as sequences of integers, ``array.array`` (taken
     as they are, not copied: do not change them afterwards) or numpy arrays.
@@ -220,6 +273,7 @@ class Profile(StackColumns):
         threads: list[ThreadInfo] | tuple[ThreadInfo, ...],
         metadata: Metadata,
         count: npt.ArrayLike | None = None,
+        processes: list[ProcessInfo] | tuple[ProcessInfo, ...] = (),
     ) -> None:
         self.frames: tuple[Frame, ...] = tuple(frames)
         given = {
@@ -241,6 +295,12 @@ class Profile(StackColumns):
         self._views: dict[str, npt.NDArray[Any]] = {}
         self.threads: tuple[ThreadInfo, ...] = tuple(threads)
         self.metadata = metadata
+        #: in a profile of several processes, one entry per process; empty
+        #: in a profile of one
+        self.processes: tuple[ProcessInfo, ...] = _process_table(
+            processes, self.threads, metadata.pid
+        )
+        self._by_pid = {p.pid: p for p in self.processes}
         if metadata.mode not in ("cpu", "wall"):
             raise ValueError(f"mode must be 'cpu' or 'wall', not {metadata.mode!r}")
         if len(cols["stack_parent"]) != len(cols["stack_frame"]):
@@ -297,6 +357,17 @@ class Profile(StackColumns):
     def count(self) -> npt.NDArray[np.int32]:
         """Per row, the samples it stands for (numpy, read-only)."""
         return self._view("count")
+
+    def process_of(self, thread: int) -> ProcessInfo | None:
+        """The process a thread (an index into ``threads``) ran in, in a
+        profile of several processes; None in a profile of one.
+
+        Args:
+            thread: an index into ``threads``.
+        """
+        if not self._by_pid:
+            return None
+        return self._by_pid[self.threads[thread].pid or self.metadata.pid]
 
     # -- basic views ---------------------------------------------------
     @property
@@ -439,11 +510,14 @@ class Profile(StackColumns):
             f"over {m.duration:.2f} s, {threads} thread{'' if threads == 1 else 's'}, "
             f"{m.hz_delivered:.0f} Hz delivered{asked}"
         )
+        if self.processes:
+            head += f", {len(self.processes)} processes"
         if m.dropped_samples:
             head += f", {m.dropped_samples} samples dropped"
         if delegated:
             head += f"; not counted: {delegated / 1e9:.2f} s of tasks awaiting other tasks"
-        lines = [head, f"{'self %':>7} {'total %':>7}  {'function':<40} location"]
+        lines = [head, *(f"note: {note}" for note in m.notes)]
+        lines.append(f"{'self %':>7} {'total %':>7}  {'function':<40} location")
         for row in self.functions()[:n]:
             share = 100.0 / total if total else 0.0
             where = location(row.filename, row.first_line)

@@ -261,7 +261,7 @@ class Request:
             return EndpointError(text, retry=False, status=status)
         if status == 409:
             return EndpointError(f"{where}: busy (409): {message}", retry=True, status=status)
-        if status == 404:
+        if status == 404 and parameter is None:  # with one: e.g. no such pid here
             return EndpointError(
                 f"{where}{self.route}: not found (404); is this a pysampler endpoint?",
                 retry=False,

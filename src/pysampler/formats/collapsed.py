@@ -1,7 +1,8 @@
 """Collapsed stacks (``root;caller;leaf 42``): flamegraph.pl, speedscope,
 inferno and most flame-graph tools read it.
 
-One line per distinct (thread, stack), the thread as the root frame. The
+One line per distinct (thread, stack), the thread as the root frame (below
+a ``Process <pid>: <role>`` frame in a profile of several processes). The
 count is the profile's value in the unit most readers expect as a count:
 milliseconds for CPU and wall time (rounded; a stack under half a
 millisecond still counts as 1 so that it is not lost). Heap profiles
@@ -11,6 +12,8 @@ millisecond still counts as 1 so that it is not lost). Heap profiles
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from pysampler.profile import process_title
 
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
@@ -32,6 +35,9 @@ def write(profile: Profile) -> bytes:
     for thread, frames, _count, value in profile.stacks():
         root = profile.threads[thread].name.replace(";", ":").replace(" ", "_")
         names = [root, *(frame_label(profile.frames[f]) for f in frames)]
+        process = profile.process_of(thread)
+        if process is not None:
+            names.insert(0, process_title(process).replace(";", ":"))
         ms = max(1, round(value / 1e6)) if value > 0 else 0
         if ms:
             out.append(f"{';'.join(names)} {ms}\n")

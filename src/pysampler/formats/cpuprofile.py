@@ -9,7 +9,9 @@ weight, and put ``(idle)`` where a sampling event's interval was not covered
 (CPU mode: nobody was running). Totals therefore match pprof's.
 
 Nodes are per function (the line is in ``positionTicks``), with one
-``Thread: <name>`` node per thread under ``(root)``. ``callFrame`` line and
+``Thread: <name>`` node per thread under ``(root)``; in a profile of
+several processes, one ``Process <pid>: <role>`` node per process under
+``(root)`` holds its threads. ``callFrame`` line and
 column numbers are 0-based; ``positionTicks`` lines are 1-based, as Chrome
 writes them.
 
@@ -25,7 +27,15 @@ import json
 from typing import Any
 
 from pysampler import _columns
-from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+from pysampler.profile import (
+    Frame,
+    Metadata,
+    ProcessInfo,
+    Profile,
+    ThreadInfo,
+    parse_process_title,
+    process_title,
+)
 
 
 class _Tree:
@@ -81,7 +91,9 @@ def write(profile: Profile) -> bytes:
     for k in _columns.order_by(threads, stacks):
         t = threads[k]
         if t not in thread_nodes:
-            thread_nodes[t] = tree.add(root, f"Thread: {profile.threads[t].name}", "", -1)
+            process = profile.process_of(t)
+            under = root if process is None else tree.add(root, process_title(process), "", -1)
+            thread_nodes[t] = tree.add(under, f"Thread: {profile.threads[t].name}", "", -1)
         node = thread_nodes[t]
         frames = profile.stack_of(stacks[k])
         for fid in frames:
@@ -178,7 +190,8 @@ def read(data: bytes) -> Profile:
 
     frames: dict[Frame, int] = {}
     tree: dict[tuple[int, int], int] = {}
-    threads: dict[str, int] = {}
+    threads: dict[tuple[str, int], int] = {}
+    processes: dict[int, ProcessInfo] = {}
     # per cpuprofile node: (thread index, stack node) or None to drop its samples
     placed: dict[int, tuple[int, int] | None] = {}
 
@@ -193,13 +206,27 @@ def read(data: bytes) -> Profile:
             call = nodes[n].get("callFrame", {})
             name = str(call.get("functionName", ""))
             url = str(call.get("url", ""))
+            process = parse_process_title(name) if not url else None
             if n in roots or (n in parent and parent[n] in roots and name in _IDLE_NAMES):
                 where = None if n not in roots else (-1, -1)
-            elif where == (-1, -1) and name.startswith(_THREAD_PREFIX) and not url:
-                where = (threads.setdefault(name[len(_THREAD_PREFIX) :], len(threads)), -1)
+            elif where == (-1, -1) and process is not None:
+                # a process's node: (-2 - pid, -1) until one of its threads
+                processes[process[0]] = ProcessInfo(process[0], 0.0, process[1], "")
+                where = (-2 - process[0], -1)
+            elif (
+                where is not None
+                and where[0] < 0
+                and where[1] == -1
+                and name.startswith(_THREAD_PREFIX)
+                and not url
+            ):
+                pid = max(0, -2 - where[0])
+                key = (name[len(_THREAD_PREFIX) :], pid)
+                where = (threads.setdefault(key, len(threads)), -1)
             elif where is not None:
-                if where[0] < 0:  # no thread node: one thread for the whole profile
-                    where = (threads.setdefault("main", len(threads)), -1)
+                if where[0] < 0:  # no thread node: one thread for the process or profile
+                    key = ("main", max(0, -2 - where[0]))
+                    where = (threads.setdefault(key, len(threads)), -1)
                 line0 = int(call.get("lineNumber", -1))
                 first = line0 + 1 if line0 >= 0 else 0
                 frame = Frame(name or "(anonymous)", url, first, first)
@@ -257,6 +284,9 @@ def read(data: bytes) -> Profile:
         cpu_ns=dur_ns,
         wall_ns=dur_ns,
         count=count,
-        threads=[ThreadInfo(i, 0, name) for i, name in enumerate(threads)],
+        threads=[ThreadInfo(i, 0, name, pid) for i, (name, pid) in enumerate(threads)],
         metadata=meta,
+        # a file mixing threads under process nodes and threads outside any
+        # is not ours: its threads name their processes, nothing more
+        processes=list(processes.values()) if all(pid for _, pid in threads) else (),
     )

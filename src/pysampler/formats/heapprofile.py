@@ -8,8 +8,10 @@ Layout of what we write::
      "samples": [{"size": ..., "nodeId": ..., "ordinal": ...}, ...]}
 
   - a call tree per function (the allocating line is not part of the
-    format), under a ``(root)`` head; ``callFrame`` line and column numbers
-    are 0-based, as the protocol has them;
+    format), under a ``(root)`` head (and, in a profile of several
+    processes, under one ``Process <pid>: <role>`` node per process);
+    ``callFrame`` line and column numbers are 0-based, as the protocol has
+    them;
   - ``selfSize`` is the estimated bytes of the profile's view (in use, or
     allocated since start) allocated by the node itself; every sampled
     allocation is one sample whose ``size`` is the bytes it stands for
@@ -27,7 +29,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from pysampler.heap_profile import HeapMetadata, HeapProfile
-from pysampler.profile import Frame
+from pysampler.profile import Frame, process_title
 
 if TYPE_CHECKING:
     from pysampler.profile import Profile
@@ -64,23 +66,29 @@ def write_heap(profile: HeapProfile) -> bytes:
     script_ids: dict[str, str] = {}
     tree_of_stack: dict[int, int] = {}
 
-    def tree_node(stack_node: int) -> int:
-        """The tree node (index into ``nodes``) of a stack-tree node."""
+    titles = {p.pid: process_title(p) for p in profile.processes}
+
+    def tree_node(stack_node: int, pid: int) -> int:
+        """The tree node (index into ``nodes``) of a stack-tree node (stack
+        trees of different processes share no node)."""
         found = tree_of_stack.get(stack_node)
         if found is not None:
             return found
         parent = 0
+        path = [(titles[pid], "", -1, -1)] if titles else []
         for fid in profile.stack_of(stack_node):
             frame = profile.frames[fid]
             line0 = frame.first_line - 1 if frame.filename else -1
-            key = (parent, (frame.function, frame.filename, line0))
+            path.append((frame.function, frame.filename, line0, fid))
+        for function, filename, line0, _ in path:
+            key = (parent, (function, filename, line0))
             idx = children.get(key)
             if idx is None:
-                url = frame.filename
+                url = filename
                 script = script_ids.setdefault(url, str(len(script_ids) + 1)) if url else "0"
                 idx = len(nodes)
                 node = {
-                    "callFrame": _call_frame(frame.function, url, line0, script),
+                    "callFrame": _call_frame(function, url, line0, script),
                     "selfSize": 0,
                     "id": idx + 1,
                     "children": [],
@@ -94,15 +102,16 @@ def write_heap(profile: HeapProfile) -> bytes:
 
     samples: list[dict[str, int]] = []
     ordinal = 0
-    for node, n, block, weight in zip(
+    for node, n, block, weight, pid in zip(
         profile.column("stack"),
         profile.column("counts"),
         profile.column("size"),
         profile.estimate("weight"),
+        profile.column("pid"),
     ):
         if not n:
             continue
-        idx = tree_node(node)
+        idx = tree_node(node, pid)
         size = round(block * weight)
         nodes[idx]["selfSize"] += size * n
         node_id = idx + 1

@@ -24,6 +24,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from pysampler import _columns
+from pysampler.profile import process_title
 
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
@@ -38,8 +39,11 @@ def tree_data(profile: Profile) -> dict[str, Any]:
 
     Node 0 is the root (all threads); nodes 1..T are the threads (``fn`` is
     ``-1 - thread index``); further nodes are calls, ``fn`` indexing
-    ``functions``. ``value`` and ``samples`` are totals (the node and all
-    below it); children are listed heaviest first.
+    ``functions``. In a profile of several processes, a level of process
+    nodes (``fn`` is ``-1 - len(threads) - process index``, names in
+    ``processes``) comes between the root and the threads. ``value`` and
+    ``samples`` are totals (the node and all below it); children are listed
+    heaviest first.
     """
     functions: dict[tuple[str, str, int], int] = {}
     fn_of_frame = [functions.setdefault(f.function_key, len(functions)) for f in profile.frames]
@@ -60,10 +64,16 @@ def tree_data(profile: Profile) -> dict[str, Any]:
             samples.append(0)
         return node
 
+    process_index = {p.pid: i for i, p in enumerate(profile.processes)}
+    n_threads = len(profile.threads)
     for thread, frames, count, weight in profile.stacks():
         if weight <= 0:
             continue
-        path = [child(0, -1 - thread)]
+        process = profile.process_of(thread)
+        path = []
+        if process is not None:
+            path.append(child(0, -1 - n_threads - process_index[process.pid]))
+        path.append(child(path[-1] if path else 0, -1 - thread))
         for fid in frames:
             path.append(child(path[-1], fn_of_frame[fid]))
         for node in (0, *path):
@@ -89,6 +99,7 @@ def tree_data(profile: Profile) -> dict[str, Any]:
         "python": meta.python_version,
         "dropped": meta.dropped_samples,
         "threads": [t.name for t in profile.threads],
+        "processes": [process_title(p) for p in profile.processes],
         "functions": [list(k) for k in functions],
         "parent": [new[parent[o]] if o else -1 for o in order],
         "fn": [fn[o] for o in order],
@@ -128,7 +139,9 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
     """The call tree of a heap profile, as JSON-ready data for the page.
 
     Node 0 is the root; further nodes are calls, ``fn`` indexing
-    ``functions`` (there is no thread level). ``views`` holds, per view
+    ``functions`` (there is no thread level; in a profile of several
+    processes, a level of process nodes, ``fn`` ``-1 - process index``,
+    comes first). ``views`` holds, per view
     (``inuse_space``, ``inuse_objects``, ``alloc_space``,
     ``alloc_objects``), each node's total estimate (rounded) and sample
     count; ``value`` and ``samples`` are those of the profile's own view in
@@ -140,13 +153,17 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
     fn = [-1]
     children: dict[tuple[int, int], int] = {}
     tree_of_stack: dict[int, int] = {}
+    process_index = {p.pid: i for i, p in enumerate(profile.processes)}
 
-    def tree_node(stack_node: int) -> int:
+    def tree_node(stack_node: int, pid: int) -> int:
+        # stack trees of different processes share no node
         found = tree_of_stack.get(stack_node)
         if found is None:
             found = 0
-            for fid in profile.stack_of(stack_node):
-                key = (found, fn_of_frame[fid])
+            path = [-1 - process_index[pid]] if process_index else []
+            path += [fn_of_frame[fid] for fid in profile.stack_of(stack_node)]
+            for f in path:
+                key = (found, f)
                 node = children.get(key)
                 if node is None:
                     node = children[key] = len(parent)
@@ -156,7 +173,9 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
             tree_of_stack[stack_node] = found
         return found
 
-    leaf = array.array("q", [tree_node(s) for s in profile.column("stack")])
+    leaf = array.array(
+        "q", [tree_node(s, p) for s, p in zip(profile.column("stack"), profile.column("pid"))]
+    )
     n = len(parent)
     # each node's own share, then added up the tree (a parent's id is smaller)
     totals: dict[str, tuple[list[float], list[int]]] = {}
@@ -197,6 +216,7 @@ def heap_tree_data(profile: HeapProfile) -> dict[str, Any]:
         "python": meta.python_version,
         "dropped": meta.dropped_samples,
         "threads": [],
+        "processes": [process_title(p) for p in profile.processes],
         "functions": [list(k) for k in functions],
         "parent": [new[parent[o]] if o else -1 for o in order],
         "fn": [fn[o] for o in order],

@@ -11,6 +11,10 @@ Layout of what we write:
     file names and line numbers present, so no reader tries to symbolise;
   - one Sample per distinct (thread, stack), labelled ``thread_id`` and
     ``thread_name``, and ``task_name`` for an asyncio task's stack;
+  - in a profile of several processes (a process group), every sample
+    also has a string label ``pid``, and comments say, per process,
+    ``pysampler process pid=N start=T role="..." command="..."``, then
+    ``pysampler note: ...`` for each note (a process lost mid-profile);
   - string table entry 0 is "" as the format requires.
 """
 
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import re
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pysampler.formats._protobuf import Message, fields, unpack
-from pysampler.profile import Frame, Metadata, Profile, ThreadInfo
+from pysampler.profile import Frame, Metadata, ProcessInfo, Profile, ThreadInfo
 
 if TYPE_CHECKING:
     from pysampler.heap_profile import HeapProfile
@@ -51,6 +56,8 @@ def write(profile: Profile) -> bytes:
     thread_id_key = strings("thread_id")
     thread_name_key = strings("thread_name")
     task_name_key = strings("task_name")
+    # a string label, as Pyroscope and Grafana keep only those
+    pid_key = strings("pid") if profile.processes else 0
     for thread, frames, count, value in profile.stacks():
         info = profile.threads[thread]
         sample = Message()
@@ -59,11 +66,12 @@ def write(profile: Profile) -> bytes:
         sample.packed(2, (count, value))
         sample.sub(3, Message().uint(1, thread_id_key).uint(2, strings(str(info.ident))))
         sample.sub(3, Message().uint(1, thread_name_key).uint(2, strings(info.name)))
-        if info.pid:
-            sample.sub(3, Message().uint(1, strings("pid")).uint(3, info.pid))
         task = profile.frames[frames[0]].task_name if frames else None
         if task is not None:
             sample.sub(3, Message().uint(1, task_name_key).uint(2, strings(task)))
+        process = profile.process_of(thread)
+        if process is not None:
+            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(process.pid))))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
@@ -80,10 +88,68 @@ def write(profile: Profile) -> bytes:
         f"dropped_samples={meta.dropped_samples} sampling_ns={meta.sampling_ns} "
         f"sampling_events={meta.sampling_events}"
     )
-    tail.packed(13, [strings(comment)])
+    tail.packed(13, [strings(comment), *group_comments(strings, profile.processes, meta.notes)])
     tail.uint(14, strings(value_type))
 
     return finish(body, strings, tail)
+
+
+def group_comments(
+    strings: Strings, processes: Sequence[ProcessInfo], notes: Sequence[str]
+) -> list[int]:
+    """String indexes of the comments naming each process and each note."""
+    out = [
+        strings(
+            f"pysampler process pid={p.pid} start={p.start_time:.3f} "
+            f"role={json.dumps(p.role)} command={json.dumps(p.command)}"
+        )
+        for p in processes
+    ]
+    out += [strings(f"pysampler note: {note}") for note in notes]
+    return out
+
+
+_PROCESS_COMMENT = re.compile(
+    r'pysampler process pid=(\d+) start=([\d.]+) role=("(?:[^"\\]|\\.)*") '
+    r'command=("(?:[^"\\]|\\.)*")\Z'
+)
+
+
+def read_group_comments(
+    d: _Decoded, pids: Sequence[int], own: int
+) -> tuple[list[ProcessInfo], tuple[str, ...]]:
+    """The processes and notes :func:`group_comments` wrote. ``pids`` are
+    the ``pid`` labels read (0 where a sample has none: the profile's own
+    process, ``own``); without any, the profile is of one process and has
+    no process table. A process labelled but not described gets a bare
+    entry (a file from another writer)."""
+    described: dict[int, ProcessInfo] = {}
+    notes = []
+    for idx in d.comments:
+        text = d.string(idx)
+        if text.startswith("pysampler note: "):
+            notes.append(text[len("pysampler note: ") :])
+            continue
+        match = _PROCESS_COMMENT.match(text)
+        if match:
+            pid = int(match.group(1))
+            role, command = json.loads(match.group(3)), json.loads(match.group(4))
+            described[pid] = ProcessInfo(pid, float(match.group(2)), str(role), str(command))
+    if not any(pids):
+        return [], tuple(notes)
+    processes = {
+        p: described.get(p) or ProcessInfo(p, 0.0, "", "") for p in (q or own for q in pids)
+    }
+    # described processes first, in the order written, then the others
+    order = [p for p in described if p in processes] + [p for p in processes if p not in described]
+    return [processes[p] for p in order], tuple(notes)
+
+
+def label_pid(d: _Decoded, text: int, num: int) -> int:
+    """The process a ``pid`` label names: a string (ours, and what
+    Pyroscope keeps) or a number; 0 if neither is a pid."""
+    label = d.string(text)
+    return int(label) if label.isdigit() else max(0, num)
 
 
 def display_name(function: str) -> str:
@@ -372,8 +438,7 @@ def read(data: bytes) -> Profile | HeapProfile:
             elif key == thread_name_key:
                 name = d.string(text)
             elif key == pid_key:  # a profile of several processes
-                label = d.string(text)
-                pid = int(label) if label.isdigit() else num
+                pid = label_pid(d, text, num)
         thread = threads.setdefault((ident, name, pid), len(threads))
         node = -1
         for loc_id in reversed(locs):  # location ids are listed leaf first
@@ -401,17 +466,20 @@ def read(data: bytes) -> Profile | HeapProfile:
         num = int(ident) if ident.isdigit() else i
         label = name or (f"Thread-{ident}" if ident else "all")
         thread_list.append(ThreadInfo(num, 0, label, pid))
+    own = int(info.get("pid", 0))
+    processes, notes = read_group_comments(d, [t.pid for t in thread_list], own)
     meta = Metadata(
         mode=str(info.get("mode", mode)) if info.get("mode") in ("cpu", "wall") else mode,
         hz_requested=hz,
         hz_delivered=float(info.get("delivered_hz", hz)),
         start_time=start_ns / 1e9,
         duration=duration,
-        pid=int(info.get("pid", 0)),
+        pid=own,
         python_version=str(info.get("python", "")),
         dropped_samples=int(info.get("dropped_samples", 0)),
         sampling_ns=int(info.get("sampling_ns", 0)),
         sampling_events=int(info.get("sampling_events", 0)),
+        notes=notes,
     )
     return Profile(
         frames=list(frames),
@@ -425,6 +493,7 @@ def read(data: bytes) -> Profile | HeapProfile:
         threads=thread_list,
         metadata=meta,
         count=rows_count,
+        processes=processes,
     )
 
 

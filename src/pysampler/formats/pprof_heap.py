@@ -29,6 +29,9 @@ from pysampler.formats.pprof import (
     _Decoded,
     _Symbols,
     finish,
+    group_comments,
+    label_pid,
+    read_group_comments,
     write_symbols,
 )
 from pysampler.heap_profile import HeapMetadata, HeapProfile
@@ -57,8 +60,10 @@ def write_heap(profile: HeapProfile) -> bytes:
         )
     )
     bytes_key = strings("bytes")
+    pid_key = strings("pid") if profile.processes else 0
     paths: dict[int, list[int]] = {}
-    for node, size, estimates in zip(profile.column("stack"), profile.column("size"), columns):
+    rows = zip(profile.column("stack"), profile.column("size"), profile.column("pid"), columns)
+    for node, size, pid, estimates in rows:
         values = [round(v) for v in estimates]
         if not any(values):
             continue
@@ -69,6 +74,8 @@ def write_heap(profile: HeapProfile) -> bytes:
         sample.packed(1, (f + 1 for f in reversed(paths[node])))
         sample.packed(2, values)
         sample.sub(3, Message().uint(1, bytes_key).uint(3, size))
+        if pid_key:
+            sample.sub(3, Message().uint(1, pid_key).uint(2, strings(str(pid))))
         out.sub(2, sample)
 
     functions = write_symbols(out, strings, profile.frames)
@@ -84,7 +91,7 @@ def write_heap(profile: HeapProfile) -> bytes:
         f"python={meta.python_version} sampled={meta.sampled_allocations} "
         f"dropped_samples={meta.dropped_samples}"
     )
-    tail.packed(13, [strings(comment)])
+    tail.packed(13, [strings(comment), *group_comments(strings, profile.processes, meta.notes)])
     tail.uint(14, strings("inuse_space" if profile.view == "inuse" else "alloc_space"))
 
     return finish(body, strings, tail)
@@ -138,9 +145,10 @@ def read_heap(d: _Decoded) -> HeapProfile:
         rate = 1.0  # nothing to undo the unsampling with
 
     bytes_key = d.strings.index("bytes") if "bytes" in d.strings else -1
+    pid_key = d.strings.index("pid") if "pid" in d.strings else -1
     symbols = _Symbols(d)
     nodes: dict[tuple[int, int], int] = {}
-    rows: dict[tuple[int, int], list[int]] = {}  # (node, size) -> [alloc, inuse] counts
+    rows: dict[tuple[int, int, int], list[int]] = {}  # (node, size, pid) -> [alloc, inuse] counts
 
     def value(vals: list[int], i: int | None) -> int:
         return max(0, vals[i]) if i is not None and i < len(vals) else 0
@@ -150,6 +158,7 @@ def read_heap(d: _Decoded) -> HeapProfile:
         if not any(o or b for o, b in got.values()):
             continue
         size = next((num for key, _t, num in labels if key == bytes_key and num > 0), 0)
+        pid = next((label_pid(d, t, n) for key, t, n in labels if key == pid_key), 0)
         if not size:
             o, b = got["alloc"] if got["alloc"][1] else got["inuse"]
             size = round(b / o) if o else b
@@ -171,22 +180,25 @@ def read_heap(d: _Decoded) -> HeapProfile:
         if node < 0:
             unknown = symbols.frames.setdefault(Frame("(unknown)", "", 0, 0), len(symbols.frames))
             node = nodes.setdefault((-1, unknown), len(nodes))
-        row = rows.setdefault((node, size), [0, 0])
+        row = rows.setdefault((node, size, pid), [0, 0])
         row[0] += counts[0]
         row[1] += counts[1]
 
     info = _comment_facts(d)
+    own = int(info.get("pid", 0))
     keys = list(rows)
+    processes, notes = read_group_comments(d, [k[2] for k in keys], own)
     alloc = [rows[k][0] for k in keys]
     default = d.string(d.default_type)
     meta = HeapMetadata(
         sample_bytes=rate,
         start_time=d.time_nanos / 1e9 if d.time_nanos > 0 else 0.0,
         duration=d.duration_nanos / 1e9 if d.duration_nanos > 0 else 0.0,
-        pid=int(info.get("pid", 0)),
+        pid=own,
         python_version=str(info.get("python", "")),
         sampled_allocations=int(info.get("sampled", sum(alloc))),
         dropped_samples=int(info.get("dropped_samples", 0)),
+        notes=notes,
     )
     return HeapProfile(
         frames=list(symbols.frames),
@@ -198,4 +210,6 @@ def read_heap(d: _Decoded) -> HeapProfile:
         inuse_count=[rows[k][1] for k in keys],
         metadata=meta,
         view="alloc" if default.startswith("alloc") else "inuse",
+        processes=processes,
+        pid=[k[2] or own for k in keys] if processes else None,
     )

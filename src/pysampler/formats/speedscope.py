@@ -1,6 +1,7 @@
 """speedscope's own file format (https://www.speedscope.app/file-format-schema.json).
 
-One ``sampled`` profile per thread, in nanoseconds, over a shared frame
+One ``sampled`` profile per thread (named with its process's pid in a
+profile of several processes), in nanoseconds, over a shared frame
 table; frames are per function (name, file, first line), as in the
 ``.cpuprofile`` writer, so the flame chart merges a function's lines. A
 thread's samples keep their time order, with consecutive identical stacks
@@ -58,7 +59,8 @@ def write(profile: Profile) -> bytes:
     values = ordered_values.tolist()
     bounds = [*starts, len(order)]
     for i, start in enumerate(starts):
-        info = profile.threads[thread[order[start]]]
+        t = thread[order[start]]
+        info, process = profile.threads[t], profile.process_of(t)
         samples: list[list[int]] = []
         merged: list[int] = []
         last = -2
@@ -77,7 +79,7 @@ def write(profile: Profile) -> bytes:
         profiles.append(
             {
                 "type": "sampled",
-                "name": f"Thread: {info.name}",
+                "name": (f"Process {process.pid} " if process else "") + f"Thread: {info.name}",
                 "unit": "nanoseconds",
                 "startValue": 0,
                 "endValue": total,

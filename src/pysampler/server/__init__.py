@@ -27,6 +27,8 @@ import socket
 import sys
 import threading
 
+# first, so that its at-fork handler runs before any other of the package's
+from pysampler import _fork_imports  # noqa: F401
 from pysampler.server.limits import Limits
 from pysampler.server.listener import Listener
 
@@ -91,6 +93,8 @@ class _HTTPServer:
         self.allowed_hosts = allowed_hosts
         self.limits = limits or Limits()
         self.closing = threading.Event()
+        #: the process group this endpoint serves (pysampler.group.member.Group)
+        self.group: Any = None
         self.socket = _bind(address[0], address[1], self.limits.backlog)
         self.server_address: tuple[Any, ...] = self.socket.getsockname()
         self.listener = Listener(self.socket, self._answer, self.limits)

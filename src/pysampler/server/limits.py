@@ -35,26 +35,37 @@ class Limits:
     send_timeout: float = 30.0
 
 
-def sampling_budget(hz: float, seconds: float, what: str) -> None:
-    """400 when ``hz`` for ``seconds`` asks for more samples than one
+def sampling_budget(hz: float, seconds: float, what: str, processes: int = 1) -> None:
+    """400 when ``hz`` for ``seconds`` in each of ``processes`` (a process
+    group's members sample the same window) asks for more samples than one
     request may hold (each sampling event records at least one row)."""
-    events = hz * seconds
+    events = hz * seconds * processes
     if events > MAX_REQUEST_SAMPLES:
         # imported here: listening (which needs Limits) loads no profiler
         from pysampler import _sampler
         from pysampler.server.query import HttpError
 
         mib = MAX_REQUEST_SAMPLES * _sampler.SAMPLE_ROW_BYTES >> 20
+        where = f" in each of {processes} processes" if processes > 1 else ""
         raise HttpError(
             400,
-            f"{hz:g} Hz for {seconds:g} s ({what}) asks for up to {events:.0f} samples; "
-            f"one request may take {MAX_REQUEST_SAMPLES} ({mib} MiB): lower hz or the duration",
+            f"{hz:g} Hz for {seconds:g} s ({what}){where} asks for up to {events:.0f} samples; "
+            f"one request may take {MAX_REQUEST_SAMPLES} ({mib} MiB): lower hz or the duration"
+            + (", or name fewer processes with pid=" if processes > 1 else ""),
             "hz",
             max_samples=MAX_REQUEST_SAMPLES,
         )
 
 
-def started_session_limit(hz: float, max_duration: float) -> float:
-    """Seconds a session from /profile/cpu/start may run before it expires:
-    ``max_duration``, or less at a rate that would fill the budget sooner."""
-    return min(max_duration, MAX_REQUEST_SAMPLES / hz)
+def member_samples(processes: int) -> int:
+    """Sample rows each process of a group request may keep: an equal share
+    of one request's, so the merged profile holds no more than a lone
+    process's may."""
+    return max(1, MAX_REQUEST_SAMPLES // max(1, processes))
+
+
+def started_session_limit(hz: float, max_duration: float, processes: int = 1) -> float:
+    """Seconds a session from /profile/cpu/start (in each of ``processes``)
+    may run before it expires: ``max_duration``, or less at a rate that
+    would fill the budget sooner."""
+    return min(max_duration, MAX_REQUEST_SAMPLES / (hz * processes))

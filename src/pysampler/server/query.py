@@ -164,3 +164,8 @@ def heap_format(params: dict[str, str]) -> formats.Format:
 def seconds_label(seconds: float) -> str:
     # 5 -> "5", 0.25 -> "0.25", 12.3456 -> "12.3"
     return f"{seconds:.3g}" if seconds < 100 else str(round(seconds))
+
+
+def profile_filename(kind: str, started_unix: float, seconds: float, fmt: formats.Format) -> str:
+    """The download name of a profile: ``cpu_<unix>_<S>-seconds.pb.gz``."""
+    return f"{kind}_{int(started_unix)}_{seconds_label(seconds)}-seconds{fmt.suffixes[0]}"

@@ -24,7 +24,7 @@ from pysampler._log import logger
 from pysampler.errors import ProfilerNotRunning, SnapshotInProgress
 from pysampler.heap_profile import HeapProfile
 from pysampler.profile import Profile
-from pysampler.server import guard, limits, query, sessions
+from pysampler.server import grouped, guard, limits, query, sessions
 from pysampler.server.query import HttpError
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
 
     _responded = False
+    #: the processes named by ``?pid=`` (repeatable); empty: all of them
+    pids: list[int] = []  # noqa: RUF012 (read-only default)
 
     def __init__(self, request: Any, client_address: Any, server: Any, head: bytes) -> None:
         self._head = head
@@ -112,7 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
                         f"a browser request from another site ({cross}) may not start, stop "
                         "or cancel a profile; open the URL directly or use curl",
                     )
-            route.handler(self, query.parse(url.query, route.params))
+            self.pids, query_text = grouped.split_pids(url.query)
+            route.handler(self, query.parse(query_text, route.params))
         except HttpError as exc:
             self._send_error_json(exc)
         except (BrokenPipeError, ConnectionResetError):
@@ -172,14 +175,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, exc.body, exc.headers)
 
     def _send_profile(
-        self, profile: Profile | HeapProfile, fmt: formats.Format, filename: str
+        self,
+        profile: Profile | HeapProfile,
+        fmt: formats.Format,
+        filename: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         body = profile.to_bytes(fmt.name)
         self._send(
             200,
             body,
             _CONTENT_TYPES.get(fmt.name, "application/octet-stream"),
-            {"Content-Disposition": f'attachment; filename="{filename}"'},
+            {"Content-Disposition": f'attachment; filename="{filename}"', **(headers or {})},
         )
 
     # -- waiting while a profile is taken ----------------------------------
@@ -226,21 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
         profile, or None when the client hung up (nothing to answer)."""
         try:
             outcome = self._wait(session, seconds)
-            if outcome != "done":
-                sessions.abort(session)
-                if outcome == "disconnected":
-                    return None
-                if outcome == "closing":
-                    raise HttpError(503, "the profiling endpoint is shutting down")
-                raise HttpError(409, "the session was cancelled (/profile/cancel)")
-            profile = sessions.finish(session)
-        finally:
-            # Whatever happened above (an exception included), the
-            # profiler is free when this request ends.
-            sessions.abort(session)
-        if profile is None:
-            raise HttpError(409, f"the {session.kind} session was ended by the application")
-        return profile
+        except BaseException:
+            sessions.abort(session)  # the profiler is free when this request ends
+            raise
+        return sessions.conclude(session, outcome)
 
     def _timed_profile(
         self,
@@ -251,15 +247,17 @@ class _Handler(BaseHTTPRequestHandler):
         filename: str | None,
         asyncio: bool = False,
     ) -> None:
+        pids = grouped.targets(self)
+        if pids is not None:
+            fields = {"hz": hz, "mode": mode, "asyncio": asyncio}
+            grouped.timed_cpu(self, pids, seconds, fields, fmt, filename)
+            return
         session = sessions.begin(self.server, "cpu", hz=hz, mode=mode, asyncio=asyncio)
         profile = self._take(session, seconds)
         if profile is None:
             return
         if filename is None:
-            filename = (
-                f"cpu_{int(session.started_unix)}_{query.seconds_label(seconds)}-seconds"
-                f"{fmt.suffixes[0]}"
-            )
+            filename = query.profile_filename("cpu", session.started_unix, seconds, fmt)
         self._send_profile(profile, fmt, filename)
 
     def _timed_heap(
@@ -270,22 +268,27 @@ class _Handler(BaseHTTPRequestHandler):
         fmt: formats.Format,
         filename: str | None,
     ) -> None:
+        pids = grouped.targets(self)
+        if pids is not None:
+            grouped.timed_heap(self, pids, seconds, sample_bytes, view, fmt, filename)
+            return
         session = sessions.begin(self.server, "heap", sample_bytes=sample_bytes)
         profile = self._take(session, seconds)
         if profile is None:
             return
         assert isinstance(profile, HeapProfile)
         if filename is None:
-            filename = (
-                f"heap_{int(session.started_unix)}_{query.seconds_label(seconds)}-seconds"
-                f"{fmt.suffixes[0]}"
-            )
+            filename = query.profile_filename("heap", session.started_unix, seconds, fmt)
         self._send_profile(profile.with_view(view), fmt, filename)
 
     def _heap_now(self, view: str, filename: str) -> None:
         """Answer from the heap session already running (the endpoint's own
         with ``serve(heap=True)``, or the application's): a snapshot, which
         leaves the session running."""
+        pids = grouped.targets(self)
+        if pids is not None:
+            grouped.heap_now(self, pids, view, filename)
+            return
         try:
             snap = _heap.snapshot()
         except ProfilerNotRunning:
@@ -311,6 +314,10 @@ class _Handler(BaseHTTPRequestHandler):
     def profile_cpu_start(self, params: dict[str, str]) -> None:
         hz, mode = query.rate(params)
         tasks = query.asyncio_flag(params, mode)
+        pids = grouped.targets(self)
+        if pids is not None:
+            grouped.start(self, pids, {"hz": hz, "mode": mode, "asyncio": tasks})
+            return
         session = sessions.begin(self.server, "cpu", hz=hz, mode=mode, asyncio=tasks, manual=True)
         # A forgotten session must not sample forever, nor past the samples
         # one request may hold.
@@ -335,6 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def profile_cpu_stop(self, params: dict[str, str]) -> None:
         fmt = query.output_format(params, "cpuprofile")
+        if grouped.stop(self, fmt):
+            return
         session = sessions.current()
         if session is None:
             raise HttpError(409, "no profile started with /profile/cpu/start is running")
@@ -346,8 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
         if profile is None:
             raise HttpError(409, "the session had already ended")
         elapsed = time.monotonic() - session.started_mono
-        label = query.seconds_label(elapsed)
-        filename = f"cpu_{int(session.started_unix)}_{label}-seconds{fmt.suffixes[0]}"
+        filename = query.profile_filename("cpu", session.started_unix, elapsed, fmt)
         self._send_profile(profile, fmt, filename)
 
     def profile_cancel(self, params: dict[str, str]) -> None:
@@ -359,6 +367,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             if session is not None and sessions.abort(session)
         ]
+        if grouped.cancel(self):
+            cancelled.append("group")
         if not cancelled:
             if _control.is_running() or _heap.is_running():
                 raise HttpError(
@@ -381,7 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
             "<code>go tool pprof -top 'http://HOST:PORT/debug/pprof/profile?seconds=5'</code><br>"
             "<code>curl -OJ 'http://HOST:PORT/profile/cpu?duration=5'</code><br>"
             "<code>go tool pprof -top 'http://HOST:PORT/debug/pprof/heap'</code></p>\n"
-            f"<table>\n{rows}</table></body></html>\n"
+            f"<table>\n{rows}</table>\n{grouped.index_html(self)}</body></html>\n"
         )
         self._send(200, page.encode(), "text/html; charset=utf-8", {})
 
@@ -415,6 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def profile_heap_snapshot(self, params: dict[str, str]) -> None:
         collect = query.flag(params, "collect")
+        if grouped.heap_snapshot(self, collect):
+            return  # another process's, named by ?pid=N
         # Imported on use: an idle endpoint does not load the walker.
         from pysampler import heapsnapshot
 
@@ -516,7 +528,8 @@ ROUTES: dict[str, Route] = {
             _Handler.profile_heap_snapshot,
             "heap snapshot of the object graph for Chrome DevTools' Memory panel "
             "(.heapsnapshot); the program is paused while the graph is read "
-            "(&collect=1 runs the garbage collector first)",
+            "(&collect=1 runs the garbage collector first; in a group, &pid=N for another "
+            "process than this one)",
             ("collect",),
         ),
         Route(

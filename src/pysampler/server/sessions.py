@@ -4,6 +4,7 @@ of each kind (CPU, heap) may run at a time."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +51,14 @@ def begin(
     mode: str = "",
     asyncio: bool = False,
     sample_bytes: float = 0.0,
+    max_samples: int = MAX_REQUEST_SAMPLES,
 ) -> Session:
+    """Start a session of ``kind``, owned by ``owner``; CPU sessions keep
+    at most ``max_samples`` sample rows (a request's share of the budget).
+
+    Raises:
+        HttpError: 409 while a session of the kind runs.
+    """
     with _sessions_lock:
         running = _current.get(kind)
         if running is not None:
@@ -68,7 +76,7 @@ def begin(
             if kind == "heap":
                 _heap.start(int(sample_bytes))
             else:
-                start(hz, mode, asyncio=asyncio, max_samples=MAX_REQUEST_SAMPLES)
+                start(hz, mode, asyncio=asyncio, max_samples=min(max_samples, MAX_REQUEST_SAMPLES))
         except ProfilerAlreadyRunning:
             raise HttpError(
                 409, f"the {kind} profiler is busy: the application is running its own session"
@@ -111,6 +119,31 @@ def finish(session: Session) -> Profile | HeapProfile | None:
     return build()
 
 
+def conclude(session: Session, outcome: str) -> Profile | HeapProfile | None:
+    """End ``session`` once the wait for it is over: its profile when the
+    wait ran its course (``outcome`` "done"); None when whoever asked hung
+    up ("disconnected": nothing to answer). Whatever happens, the profiler
+    is free when this returns.
+
+    Raises:
+        HttpError: 503 when the endpoint closes ("closing"), 409 when the
+            session was cancelled ("cancelled") or ended by the application.
+    """
+    try:
+        if outcome == "done":
+            profile = finish(session)
+            if profile is None:
+                raise HttpError(409, f"the {session.kind} session was ended by the application")
+            return profile
+        if outcome == "disconnected":
+            return None
+        if outcome == "closing":
+            raise HttpError(503, "the profiling endpoint is shutting down")
+        raise HttpError(409, "the session was cancelled (/profile/cancel)")
+    finally:
+        abort(session)
+
+
 def abort(session: Session) -> bool:
     """Discard ``session`` if it still runs; whether it did."""
     with _sessions_lock:
@@ -139,9 +172,16 @@ def current(
         return session
 
 
+_reset_in = 0
+
+
 def reset_after_fork() -> None:
     """In a forked child: no session runs there, and the lock may have been
-    held by a thread that does not exist."""
-    global _sessions_lock
+    held by a thread that does not exist. Once per child (pysampler.group
+    calls it before a new member's thread may begin a session)."""
+    global _sessions_lock, _reset_in
+    if _reset_in == os.getpid():
+        return
+    _reset_in = os.getpid()
     _sessions_lock = threading.Lock()
     _current.clear()
