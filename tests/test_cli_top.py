@@ -23,6 +23,7 @@ import pytest
 import pysampler
 from browser import artifact
 from pysampler import Frame, Metadata, Profile, ThreadInfo, cli_top, formats, remote
+from pysampler.profile import OTHER_CPU_THREAD
 from test_cli import pysampler as run_cli
 from test_server import get
 from test_server_hook import App, _env
@@ -381,6 +382,27 @@ def test_pid_option_is_sent_and_filters_here_too() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "pid" in queries[0] and "pid" not in queries[1]
     assert "handler" in proc.stdout and "worker" not in proc.stdout
+
+
+def test_the_pseudo_thread_of_other_cpu_is_not_counted_as_a_thread() -> None:
+    # its samples are the service's CPU and stay in; it is no thread of the program
+    fleet = fleet_profile()
+    other = ThreadInfo(0, 0, OTHER_CPU_THREAD, 4242)
+    thread = [2] * 10 + fleet.thread.tolist()[10:]
+    profile = Profile(
+        frames=fleet.frames,
+        stack_parent=fleet.stack_parent,
+        stack_frame=fleet.stack_frame,
+        stack=fleet.stack,
+        thread=thread,
+        time_ns=fleet.time_ns,
+        cpu_ns=fleet.cpu_ns,
+        wall_ns=fleet.wall_ns,
+        threads=[*fleet.threads, other],
+        metadata=fleet.metadata,
+    )
+    snap = cli_top.Snapshot.of("cpu", profile, 0.01)
+    assert snap.threads == 2 and snap.samples == 400
 
 
 def test_view_keys_sort_group_and_switch() -> None:

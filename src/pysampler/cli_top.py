@@ -168,7 +168,9 @@ class Snapshot:
             tally=Tally.of(profile),
             duration=m.duration,
             samples=int(theirs.sum()),
-            threads=len(np.unique(profile.thread[theirs])),
+            threads=sum(
+                not profile.threads[i].is_pseudo for i in np.unique(profile.thread[theirs]).tolist()
+            ),
             hz_requested=m.hz_requested,
             hz_delivered=m.hz_delivered,
             sampling_ns=m.sampling_ns,

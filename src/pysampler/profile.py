@@ -84,6 +84,12 @@ class ThreadInfo(NamedTuple):
     #: profile's own, ``metadata.pid``
     pid: int = 0
 
+    @property
+    def is_pseudo(self) -> bool:
+        """Not a thread of the program: the one that holds CPU no sample
+        took (CPU mode's ``[CPU outside sampled Python stacks]`` rows)."""
+        return self.name == OTHER_CPU_THREAD
+
 
 class ProcessInfo(NamedTuple):
     """A process of a profile taken of several processes at once (a
@@ -500,8 +506,7 @@ class Profile(StackColumns):
             total, delegated = float(sum(values)), dropped
         else:
             total, delegated = 0.0, 0.0
-        # the program's threads: not the pseudo-thread of CPU outside samples
-        threads = sum(1 for t in self.threads if t.name != OTHER_CPU_THREAD)
+        threads = sum(1 for t in self.threads if not t.is_pseudo)
         # a rate of 0 requested: not known (a .cpuprofile does not record it)
         asked = f" ({m.hz_requested:g} requested)" if m.hz_requested > 0 else ""
         head = (
