@@ -1124,9 +1124,7 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
         return PS_ERR_FINALIZING;
     }
     ps_tables_free(s);
-#ifdef PS_HAVE_READER
-    ps_fork_guard_install();  /* before the timer can first take the head lock */
-#endif
+    ps_fork_guard_install();  /* before the head lock is first taken (reader.h) */
     s->mode = mode;
     s->mech = PS_MECH_GIL;
     s->max_depth = max_depth;
