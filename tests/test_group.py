@@ -565,9 +565,17 @@ def test_a_hung_member_costs_the_window_plus_the_grace_and_is_named(tmp_path: Pa
         assert set(map(int, headers["X-Pysampler-Pids"].split())) == set(found) - {stuck}
         assert any(f"pid {stuck}: did not answer in time" in n for n in prof.metadata.notes)
         assert stuck not in pid_values(prof)
-        # it is back in the next one
-        _, again = running.profile(0.5)
-        assert stuck in {t.pid for t in again.threads}
+        # it is back once it runs again (on a loaded machine the resumed
+        # process may still be catching up when the next window ends: it
+        # then refuses that stale request, and answers a later one)
+        back = []
+        for _ in range(3):
+            h2, again = running.profile(1)
+            back.append((h2.get("X-Pysampler-Missing-Pids"), again.metadata.notes))
+            if stuck in {t.pid for t in again.threads}:
+                break
+        else:
+            raise AssertionError(f"pid {stuck} never came back: {back}")
 
 
 def test_start_stop_and_cancel_cover_the_group(tmp_path: Path) -> None:

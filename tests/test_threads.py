@@ -11,6 +11,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -149,9 +150,22 @@ def worker_beta(seconds: float) -> int:
     return spin_cpu(seconds)
 
 
+#: more threads than the sampler walks the whole thread list for at every
+#: tick (src/_sampler/core.h, PS_QUIET_MIN_THREADS): while no other thread
+#: takes the GIL, a tick then reads the holder's thread state alone
+MANY_IDLE = 64
+
+
+def _idle(n: int) -> dict[str, Callable[[threading.Event], object]]:
+    return {f"idle-{i}": (lambda stop: stop.wait()) for i in range(n)}
+
+
+@pytest.mark.parametrize("idle", [0, MANY_IDLE])
 @pytest.mark.parametrize("mode", ["cpu", "wall"])
-def test_workers_that_start_and_exit_during_session_have_their_own_stacks(mode: str) -> None:
-    with pysampler.profile(hz=1000, mode=mode) as p:
+def test_workers_that_start_and_exit_during_session_have_their_own_stacks(
+    mode: str, idle: int
+) -> None:
+    with running_threads(_idle(idle)), pysampler.profile(hz=1000, mode=mode) as p:
         for round_ in range(6):
             ts = [
                 threading.Thread(target=worker_alpha, args=(0.02,), name=f"alpha-{round_}"),
@@ -192,7 +206,8 @@ def test_reused_thread_idents_stay_separate_threads() -> None:
 
 
 @needs_reader
-def test_gil_released_c_work_is_attributed_to_its_call() -> None:
+@pytest.mark.parametrize("idle", [0, MANY_IDLE])
+def test_gil_released_c_work_is_attributed_to_its_call(idle: int) -> None:
     import hashlib
 
     data = b"x" * (32 << 20)
@@ -204,7 +219,8 @@ def test_gil_released_c_work_is_attributed_to_its_call() -> None:
             hashlib.sha256(data).digest()  # ~100 ms with the GIL released
         used.append(time.thread_time() - t0)
 
-    with running_threads({"hasher": hashing}), pysampler.profile(hz=500, mode="cpu") as p:
+    targets = {"hasher": hashing, **_idle(idle)}
+    with running_threads(targets), pysampler.profile(hz=500, mode="cpu") as p:
         spin_cpu(1.0)
     _, hasher_ns = thread_value(p.profile, "hasher")
     # the hasher's CPU is in the profile, under its own call, although it
@@ -245,6 +261,38 @@ def test_idle_threads_extend_their_rows_in_wall_mode() -> None:
     for name in ("idle-0", "idle-49"):
         _, ns = thread_value(prof, name)
         assert ns >= 0.9 * (prof.metadata.duration * 1e9) * 0.9, (name, ns)
+
+
+def _wait_here(stop: threading.Event) -> None:
+    stop.wait(0.02)
+
+
+def _wait_there(stop: threading.Event) -> None:
+    stop.wait(0.02)
+
+
+@needs_reader
+def test_many_idle_threads_each_get_every_tick_and_a_moving_thread_is_seen_moving() -> None:
+    def moving(stop: threading.Event) -> None:
+        while not stop.is_set():
+            _wait_here(stop)
+            _wait_there(stop)
+
+    targets = {**_idle(MANY_IDLE), "moving": moving}
+    with running_threads(targets), pysampler.profile(hz=1000, mode="wall") as p:
+        spin_cpu(0.6)
+    prof = p.profile
+    events = prof.metadata.sampling_events
+    for name in ("idle-0", f"idle-{MANY_IDLE - 1}"):
+        count, ns = thread_value(prof, name)
+        # credited in bulk on the ticks that read only the GIL holder, yet
+        # exactly one sample per sampling event, weighing the session
+        assert count == events, (name, count, events)
+        assert ns == pytest.approx(prof.metadata.duration * 1e9, rel=0.05), (name, ns)
+    assert thread_value(prof, "moving")[0] == events
+    here = function_share(prof, "_wait_here", thread="moving", self_only=False)
+    there = function_share(prof, "_wait_there", thread="moving", self_only=False)
+    assert 0.3 < here < 0.7 and 0.3 < there < 0.7 and here + there > 0.95, (here, there)
 
 
 def test_two_thousand_start_stop_cycles_while_threads_churn() -> None:

@@ -49,6 +49,11 @@
  *   - wall mode: such a thread extends its previous sample row (weight +w,
  *     one more sample in the row) instead of appending one;
  *   - CPU mode: it records nothing, and costs one clock reading now and then.
+ * With many threads, even looking at each one per tick costs more than
+ * the rest of the tick (a cache miss or two per thread state): while the
+ * switch count does not move, ticks read the holder alone and the others
+ * are dealt with in bulk at the next full walk of the list (core.h,
+ * "quiet ticks").
  *
  * Wall mode: every thread gets w at every tick, sleeping or not.
  */
@@ -83,6 +88,10 @@ typedef struct {
     int read_known;                /* the two above are set */
     uint64_t seen_tick;            /* last tick it was in the thread list */
     int was_holder;                /* held the GIL at its last tick */
+    /* wall mode: the sampler's quiet-tick totals when this thread was
+     * last credited with them (core.h, ps_quiet_credit) */
+    int64_t quiet_w;
+    uint32_t quiet_n;
 } ps_tmodel;
 
 static inline void ps_tmodel_init(ps_tmodel *m, int64_t baseline_cpu, int64_t now)
@@ -131,9 +140,10 @@ static inline void ps_tmodel_schedule(ps_tmodel *m, uint64_t tick, int moved)
  * scaled by a calibration share: on a loaded machine the OS preempts the
  * holder while it holds the GIL, and w then overstates its CPU (measured:
  * +16% to +25% of the total, 4 busy workers, load average 5 on 2 cores).
- * Every PS_OTHER_NS the process's CPU clock (which counts threads that have
- * exited too), less the sampler's own threads and the CPU weighed exactly,
- * is compared with the wall weight of the scaled samples of that period:
+ * Every period (ps_other_period, 10 ms or more) the process's CPU clock
+ * (which counts threads that have exited too), less the sampler's own
+ * threads and the CPU weighed exactly, is compared with the wall weight of
+ * the scaled samples of that period:
  *
  *     share = min(1, that CPU / their wall weight)    (decaying sums)
  *
@@ -152,6 +162,22 @@ static inline void ps_tmodel_schedule(ps_tmodel *m, uint64_t tick, int moved)
  * saturated machine the timer's own wake-up is what preempts it: weights
  * came out 60% low). */
 #define PS_OTHER_NS 10000000LL
+
+/* The process CPU clock costs one look at every thread of the process
+ * (Linux sums them at each reading, exited threads apart: measured 0.8 us
+ * with one thread, 26 us with 500, 100 us with 2,000), so with many
+ * threads it is read less often: every PS_OTHER_NS, or every 100 us per
+ * listed thread when that is longer (50 ms with 500 threads), which keeps
+ * it near 0.5 us per tick at 1 kHz whatever the thread count. The share
+ * above then follows load changes over more ticks; the CPU no sample took
+ * is recorded just as completely, in longer periods. */
+#define PS_OTHER_NS_PER_THREAD 100000LL
+
+static inline int64_t ps_other_period(int nthreads)
+{
+    int64_t p = (int64_t)nthreads * PS_OTHER_NS_PER_THREAD;
+    return p > PS_OTHER_NS ? p : PS_OTHER_NS;
+}
 
 typedef struct {
     double cpu, wall;       /* decaying sums for the share */
@@ -199,7 +225,7 @@ static inline void ps_other_exact(ps_other *o, int64_t cpu)
     o->recorded += cpu;
 }
 
-/* Every PS_OTHER_NS: update the share, and return the CPU to record as
+/* Every ps_other_period(): update the share, and return the CPU to record as
  * "outside sampled stacks" for the period ending now (0 if none). */
 static inline int64_t ps_other_update(ps_other *o, int64_t now, int64_t process, int64_t own,
                                       int last)

@@ -238,6 +238,29 @@ static inline int ps_thread_ran(PyThreadState *t)
 #  endif
 }
 
+/* The fields of thread state `t` that a snapshot keeps. */
+static inline void ps_reader_fill(ps_tsnap *s, uintptr_t ts, const PyThreadState *t)
+{
+    s->ts = ts;
+    s->id = t->id;
+    s->ident = t->thread_id;
+    s->native = ps_thread_native_id((PyThreadState *)t);
+#  if PY_VERSION_HEX >= 0x030D0000
+    s->frame = (uintptr_t)t->current_frame;
+#  elif PY_VERSION_HEX >= 0x030B0000
+    s->frame = (uintptr_t)t->cframe;
+#  else
+    s->frame = (uintptr_t)t->frame;  /* 3.9/3.10: a PyFrameObject */
+#  endif
+#  if PY_VERSION_HEX >= 0x030B0000
+    s->top = (uintptr_t)t->datastack_top;
+    s->chunk = (uintptr_t)t->datastack_chunk;
+#  else
+    s->top = s->chunk = 0;
+#  endif
+    s->exc = (uintptr_t)t->exc_info;
+}
+
 /* Copy up to `cap` thread states of `interp` into `out`; returns how many
  * threads the list held (more than cap: the caller grows and retries), or
  * -1 when the head lock stayed busy. */
@@ -250,35 +273,34 @@ static int ps_reader_snapshot(PyInterpreterState *interp, ps_tsnap *out, int cap
         return -1;
     }
     for (t = PyInterpreterState_ThreadHead(interp); t != NULL; t = PyThreadState_Next(t)) {
-        ps_tsnap *s;
         if ((uintptr_t)t == skip || !ps_thread_ran(t)) {
             continue;  /* our fallback thread; a state not yet bound to a thread */
         }
         if (n < cap) {
-            s = &out[n];
-            s->ts = (uintptr_t)t;
-            s->id = t->id;
-            s->ident = t->thread_id;
-            s->native = ps_thread_native_id(t);
-#  if PY_VERSION_HEX >= 0x030D0000
-            s->frame = (uintptr_t)t->current_frame;
-#  elif PY_VERSION_HEX >= 0x030B0000
-            s->frame = (uintptr_t)t->cframe;
-#  else
-            s->frame = (uintptr_t)t->frame;  /* 3.9/3.10: a PyFrameObject */
-#  endif
-#  if PY_VERSION_HEX >= 0x030B0000
-            s->top = (uintptr_t)t->datastack_top;
-            s->chunk = (uintptr_t)t->datastack_chunk;
-#  else
-            s->top = s->chunk = 0;
-#  endif
-            s->exc = (uintptr_t)t->exc_info;
+            ps_reader_fill(&out[n], (uintptr_t)t, t);
         }
         n++;
     }
     ps_head_unlock();
     return n;
+}
+
+/* Re-read one thread state of an earlier snapshot, without the head lock
+ * and without walking the list (which costs a cache miss or more per
+ * listed thread: measured 16-22 us per tick with 500 threads): one safe
+ * copy of the state (saferead.h). The state may have been freed since: the
+ * copy then fails, or is not the thread we knew (another id or
+ * interpreter), or has not run; -1 tells the caller to walk the list. A
+ * state freed after the copy leaves a copy of what it held while alive. */
+static inline int ps_reader_refresh(PyInterpreterState *interp, ps_tsnap *s)
+{
+    PyThreadState copy;
+    if (ps_safe_read(&copy, (const void *)s->ts, sizeof(copy)) != 0 || copy.interp != interp ||
+        copy.id != s->id || !ps_thread_ran(&copy)) {
+        return -1;
+    }
+    ps_reader_fill(s, s->ts, &copy);
+    return 0;
 }
 
 #if PY_VERSION_HEX >= 0x030B0000
