@@ -781,10 +781,11 @@ static void ps_cpu_released(ps_sampler *s, const ps_tsnap *t, ps_tmodel *m,
  * than that. With few threads the walk costs less than the copy, and
  * every tick is a full one.
  * Measured (500 idle threads 30 frames deep, busy main thread, 1 kHz,
- * sampling_ns per event, python benchmarks/idle_threads.py): CPU mode
- * 35-45 us before, ... after; wall mode ... */
+ * sampling_ns per event, python benchmarks/idle_threads.py, medians of
+ * three interleaved runs on a 2-vCPU VM): CPU mode 45.8 us before, 18.4
+ * after; wall mode 43.3 before, 15.5 after (docs/sampling.md). */
 #define PS_QUIET_MIN_THREADS 32
-#define PS_QUIET_MAX_TICKS 16
+#define PS_QUIET_MAX_TICKS 32
 
 /* Wall mode: credit thread ti with the quiet ticks since it was last
  * credited, on the stack it had throughout them (its last walk). */
