@@ -151,6 +151,8 @@ typedef struct {
     uint64_t full_tick;         /* tick_no of the last full tick (list walked) */
     int last_holder_k;          /* snap index of the GIL's last holder then, -1: none */
     uint32_t last_holder_ti;    /* its thread index */
+    uint64_t loud_until;        /* CPU mode: no quiet ticks before this tick (a thread
+                                   other than the holder was seen using CPU) */
     int64_t quiet_w;            /* wall mode: wall of all quiet ticks so far */
     uint32_t quiet_n;           /* wall mode: quiet ticks so far */
     int quiet_pending;          /* wall mode: quiet ticks since the last full tick */
@@ -775,6 +777,12 @@ static void ps_cpu_released(ps_sampler *s, const ps_tsnap *t, ps_tmodel *m,
  *   - wall mode: each gets this tick's wall on its last stack, credited in
  *     bulk later (ps_quiet_credit): at the next full tick, when it next
  *     holds the GIL, or at the end of the session.
+ * In CPU mode there are no quiet ticks for PS_BACKOFF_MAX ticks after a
+ * thread other than the holder was seen using CPU without the GIL (a C
+ * call: its clock is read at every tick then, as before; read only at
+ * full ticks, spans of many ticks in which the GIL changed hands often
+ * failed the C-call test of cpu.h on a loaded machine and lost that CPU
+ * to "outside").
  * The list is walked again (a full tick) when the count moves, when the
  * holder's state cannot be re-read, and at least every PS_QUIET_MAX_TICKS
  * ticks, so new threads are found and idle threads' clocks read no later
@@ -829,7 +837,7 @@ static int ps_reader_quiet_tick(ps_sampler *s, const ps_gil_view *gil, int64_t n
     uint32_t ti;
     ps_tmodel *m;
     int was_holder;
-    if (s->snap_n < PS_QUIET_MIN_THREADS || k < 0 || k >= s->snap_n ||
+    if (s->snap_n < PS_QUIET_MIN_THREADS || k < 0 || k >= s->snap_n || s->tick_no < s->loud_until ||
         gil->switches != s->prev_switches || s->tick_no - s->full_tick >= PS_QUIET_MAX_TICKS ||
         s->snap[k].ts != gil->last_holder) {
         return -1;
@@ -975,6 +983,9 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
             gil_free = ps_tmodel_gil_free(m, gil.switches, t->ts == gil.last_holder);
             ps_tmodel_read(m, clock, now, gil.switches, t->ts == gil.last_holder);
             ps_tmodel_schedule(m, s->tick_no, d > elapsed / 50);
+            if (d > elapsed / 50) {
+                s->loud_until = s->tick_no + PS_BACKOFF_MAX;
+            }
             if (d > 0 && (gil_free || ps_in_c_call(d, elapsed))) {
                 /* CPU used with the GIL released: in a C call or a system
                  * call. Certain (gil_free), or, when the GIL changed hands
@@ -1297,6 +1308,7 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->full_tick = 0;
     s->last_holder_k = -1;
     s->last_holder_ti = 0;
+    s->loud_until = 0;
     s->quiet_w = 0;
     s->quiet_n = 0;
     s->quiet_pending = 0;
