@@ -17,6 +17,23 @@ import pytest
 
 from pysampler import Profile
 
+#: Instruction emulation: scripts/matrix/in-chroot.sh sets PYSAMPLER_EMULATED=1
+#: in a chroot of another architecture (the matrix's arm64 cell, run by
+#: qemu-user on amd64). Every instruction is translated there, 10-50x slower
+#: than on the hardware, and the emulator adds threads and memory of its own to
+#: the process. Tests whose time limits or native-cost assumptions cannot hold
+#: under emulation read this, and each says what it changes and why.
+EMULATED = os.environ.get("PYSAMPLER_EMULATED") == "1"
+
+#: how much longer waits and windows last under emulation
+EMULATION_SLOWDOWN = 10
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` on hardware; :data:`EMULATION_SLOWDOWN` times that when
+    :data:`EMULATED`. For waits and time windows, never for measured figures."""
+    return seconds * EMULATION_SLOWDOWN if EMULATED else seconds
+
 
 def function_share(
     profile: Profile, name: str, thread: str | None = None, self_only: bool = True

@@ -23,6 +23,7 @@ import pytest
 
 import pysampler
 from pysampler import Profile, _asyncio, _sampler
+from workloads import spin_cpu
 
 pytestmark = pytest.mark.skipif(
     not _asyncio.supported(), reason="asyncio task sampling needs Python 3.9-3.14"
@@ -130,14 +131,22 @@ def test_running_task_is_not_counted_twice(server_profile: Profile) -> None:
     assert meta.asyncio and meta.task_samples > 0
     assert meta.dropped_task_samples == 0
     # each task has at most one sample per sampling event: at most one per
-    # client task and one per connection task (tasks of a coroutine share
-    # a root; asyncio named them all)
+    # client task, one per connection task and one per accept task (tasks of
+    # a coroutine share a root; asyncio named them all). The server's loop
+    # accepts each connection in a task of its own running
+    # _accept_connection2; the clients connect at once, so those tasks may
+    # all be alive at one event (on a slow machine, and under emulation,
+    # several events land while they run)
     tasks_thread = [i for i, t in enumerate(server_profile.threads) if t.name == TASKS_THREAD]
     rows = np.isin(server_profile.thread, tasks_thread)
     assert int(rows.sum()) == meta.task_samples
     roots = [server_profile.stack_of(int(n))[0] for n in server_profile.stack[rows]]
     per_event = Counter(zip(server_profile.time_ns[rows].tolist(), roots))
-    limit = {"Task: client": len(REQUESTS), "Task: serve_client": len(REQUESTS)}
+    limit = {
+        "Task: client": len(REQUESTS),
+        "Task: serve_client": len(REQUESTS),
+        "Task: BaseSelectorEventLoop._accept_connection2": len(REQUESTS),
+    }
     for (_, root), n in per_event.items():
         assert n <= limit.get(server_profile.frames[root].function, 1), per_event
     # the event loop's own thread keeps its ordinary stack
@@ -543,3 +552,40 @@ def test_tasks_group_by_coroutine_and_name_the_task_they_await() -> None:
     text = profile.top(5).splitlines()
     assert "not counted:" in text[0]
     assert text[2].split()[2] == "sleep"
+
+
+async def returns_at_once() -> None:
+    await asyncio.sleep(0)
+
+
+async def awaits_a_task() -> None:
+    await asyncio.create_task(returns_at_once())
+
+
+async def keeps_the_loop_busy() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    # returns_at_once has returned in this turn of the loop, and the wakeup
+    # of awaits_a_task waits in the ready queue behind this
+    spin_cpu(0.3)
+
+
+def test_a_task_awaiting_a_finished_task_still_names_it() -> None:
+    # Until its wakeup runs, a task still awaits the task that has finished
+    # (as with a finished future): that wait names the finished task's
+    # coroutine too, not a bare "(awaiting Task)". A loop busy right after a
+    # task returns shows it, and so does any slow machine, now and then.
+    async def main() -> Profile:
+        pysampler.start(hz=200, mode="wall", asyncio=True)
+        try:
+            await asyncio.gather(awaits_a_task(), keeps_the_loop_busy())
+        finally:
+            profile = pysampler.stop()
+        return profile
+
+    waits: Counter[str] = Counter()
+    for names, count, _ in task_stacks(asyncio.run(main())):
+        if names[0] == "Task: awaits_a_task":
+            waits[names[-1]] += count
+    assert set(waits) == {"(awaiting Task: returns_at_once)"}, waits
+    assert sum(waits.values()) > 10, waits  # 0.3 s at 200 Hz: ~60 events

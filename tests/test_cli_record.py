@@ -17,7 +17,7 @@ import pytest
 import helpers
 from browser import chromium, flamegraph_page, serve
 from pysampler import HeapProfile, Profile, formats
-from test_cli_top import endpoint_is_free
+from test_cli_top import endpoint_is_free, timed_session_runs
 from test_server import collapsed_self, get
 from test_server_hook import App, _env
 from test_speedscope import SPEEDSCOPE, open_in_speedscope
@@ -167,13 +167,6 @@ def test_ctrl_c_cancels_the_services_session(service: App, tmp_path: Path) -> No
     assert err.splitlines()[-1] == "pysampler: cancelled; the service's session was ended"
     assert endpoint_is_free(service.url, timeout=1.0)
     assert not (tmp_path / "p.pprof").exists()
-
-
-def timed_session_runs(url: str) -> bool:
-    """Whether a timed profile runs in the service (asked without starting one)."""
-    reply = get(f"{url}/profile/cpu/stop")
-    assert reply.status == 409
-    return "timed one" in reply.json()["error"]
 
 
 def test_record_errors_are_one_line(service: App, tmp_path: Path) -> None:

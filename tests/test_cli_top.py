@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import helpers
 import pysampler
 from browser import artifact
 from pysampler import Frame, Metadata, Profile, ThreadInfo, cli_top, formats, remote
@@ -69,6 +70,13 @@ def service(tmp_path: Path) -> Iterator[App]:
         yield running
     finally:
         running.kill()
+
+
+def timed_session_runs(url: str) -> bool:
+    """Whether a timed profile runs in the service (asked without starting one)."""
+    reply = get(f"{url}/profile/cpu/stop")
+    assert reply.status == 409
+    return "timed one" in reply.json()["error"]
 
 
 def endpoint_is_free(url: str, timeout: float = 3.0) -> bool:
@@ -250,11 +258,17 @@ def test_refused_connection_is_retried_with_one_line(tmp_path: Path) -> None:
             text=True,
             env=_env(),
         )
-        time.sleep(3.0)
+        # Ctrl-C once top is retrying: sent while the interpreter still
+        # starts (seconds under emulation), it would end that start-up with
+        # Python's own KeyboardInterrupt (killed by SIGINT), not top's 130
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        time.sleep(3.0)  # a few more tries
         assert proc.poll() is None
         proc.send_signal(2)
-        out, err = proc.communicate(timeout=10)
+        out, rest = proc.communicate(timeout=helpers.scaled(10))
     assert proc.returncode == 130
+    err = first + rest
     assert err.splitlines() == [
         f"pysampler: 127.0.0.1:{port}: connection refused "
         "(is the service running with PYSAMPLER_PORT set?); retrying"
@@ -462,12 +476,16 @@ def test_cancel_ends_a_request_and_the_session(service: App) -> None:
 
     thread = threading.Thread(target=send)
     thread.start()
-    time.sleep(1.0)
-    assert get(f"{service.url}/profile/cpu/start").status == 409  # our session runs
+    # our session runs (asked without starting one: the request may take a
+    # while to arrive on a slow machine, under emulation seconds)
+    deadline = time.monotonic() + helpers.scaled(10)
+    while not timed_session_runs(service.url):
+        assert thread.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.05)
     request.cancel()
-    thread.join(5)
+    thread.join(helpers.scaled(5))
     assert isinstance(outcome[0], remote.Cancelled)
-    assert endpoint_is_free(service.url, timeout=1.0)
+    assert endpoint_is_free(service.url, timeout=helpers.scaled(1.0))
 
 
 def test_a_live_option_on_a_file_is_an_error(tmp_path: Path) -> None:

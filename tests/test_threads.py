@@ -18,7 +18,7 @@ import pytest
 
 import pysampler
 import threaded
-from helpers import function_share, run_python, thread_value
+from helpers import EMULATED, function_share, run_python, thread_value
 from workloads import running_threads, spin_cpu
 
 READER = sys.version_info >= (3, 11)
@@ -80,21 +80,39 @@ def test_cpu_goes_where_it_was_spent(case: str) -> None:
     # the holder samples are biased (README, "What it can still get wrong"):
     # a window with CPU pressure over OVERSUBSCRIBED is measured again, and
     # the case is skipped, naming the pressure, only if every window was.
-    # A miss in a window without pressure fails at once.
-    misses = []
+    # A miss in a window without pressure fails at once; under emulation it
+    # is measured again too (SHARE_SLACK), and fails if every window missed.
+    misses, unpressured = [], []
     for _ in range(3):
         out = threaded.run_case(case, hz=500, seconds=2.0)
         miss = _attribution_miss(out)
         if miss is None:
             return
-        assert out.cpu_pressure > OVERSUBSCRIBED, miss  # (-1: not known)
+        if out.cpu_pressure <= OVERSUBSCRIBED:  # (-1: not known)
+            assert EMULATED, miss
+            unpressured.append(miss)
         misses.append(miss)
+    assert not unpressured, "every window missed, under emulation:\n" + "\n".join(misses)
     pytest.skip("every window was oversubscribed:\n" + "\n".join(misses))
 
 
 #: CPU pressure (share of the window in which a runnable task waited for a
 #: core) above which the machine, not the profiler, decides the shares
 OVERSUBSCRIBED = 0.3
+
+#: How far a CPU-heavy function's share may be from its measured truth.
+#: Under emulation, 10 points: measured on the arm64 cell (no CPU pressure,
+#: at 500 Hz and at 100 Hz alike), queue_pool's queue_job came out 0.02 to
+#: 0.12 over its truth (0.00-0.04 on x86-64 hardware). Much of it is the
+#: denominator: there the profile's total falls a few percent short of the
+#: process's CPU (emulated queue locks and GIL hand-offs), short on the
+#: other functions; in two windows looked at closely, queue_job's CPU in
+#: seconds was within 2% of its truth, its share 2-7 points over.
+SHARE_SLACK = 0.10 if EMULATED else 0.05
+
+#: CPU share that lines making blocking calls may hold beyond their
+#: measured truth (see _attribution_miss)
+BLOCKING_SLACK = 0.10 if EMULATED else 0.05
 
 
 def _attribution_miss(out: threaded.Outcome) -> str | None:
@@ -105,11 +123,17 @@ def _attribution_miss(out: threaded.Outcome) -> str | None:
         return "total: " + report
     # each CPU-heavy function gets its measured share
     for prof_share, truth in out.shares.values():
-        if abs(prof_share - truth) > 0.05:
+        if abs(prof_share - truth) > SHARE_SLACK:
             return "share: " + report
     # and blocking calls (select, waits, sleeps, socket writes) almost
-    # nothing: what they really used (waitress's select) plus 5 points
-    if out.blocking >= 0.05 + out.blocking_truth:
+    # nothing: what they really used (waitress's select) plus 5 points.
+    # Under emulation the system call and the GIL hand-off around each
+    # blocking call are emulated code (qemu-user's system call path, glibc's
+    # locks), far dearer next to the program's own work than on hardware:
+    # on the arm64 cell those lines hold 6-8% of the servers' CPU (3.5-4% on
+    # x86-64 hardware), so 10 points there. Still almost nothing: time
+    # spent blocked, charged as CPU, would take tens of points
+    if out.blocking >= BLOCKING_SLACK + out.blocking_truth:
         return "blocking: " + report
     return None
 
@@ -119,7 +143,15 @@ def test_short_lived_threads_are_counted() -> None:
     out = threaded.run_case("short_threads", hz=100, seconds=2.0)
     # 300 threads of 4 ms CPU, one after another, at 100 Hz: a thread is
     # the GIL holder at ~0.4 ticks on average, each worth 10 ms
-    assert out.shares["short_job"][0] > 0.8, out.row()
+    share, truth = out.shares["short_job"]
+    # none of their CPU is lost: the profile's share is the measured one
+    # (a thread's first sample also holds its start-up, so a few points more)
+    assert share > truth - 0.05, out.row()
+    # which, on hardware, is most of the program's CPU. Not under emulation:
+    # starting and ending a thread is far dearer there (qemu-user sets up
+    # and tears down an emulated CPU for each), the measured share ~0.6
+    if not EMULATED:
+        assert share > 0.8, out.row()
     assert abs(out.total_ratio - 1) <= 0.10, out.row()
     assert out.threads_seen > 50, out.row()
 
@@ -296,10 +328,30 @@ def test_many_idle_threads_each_get_every_tick_and_a_moving_thread_is_seen_movin
 
 
 def test_two_thousand_start_stop_cycles_while_threads_churn() -> None:
+    # Under emulation (qemu-user) two threads churn, not eight: each thread
+    # that starts costs the emulator an emulated CPU and memory it keeps
+    # (measured on the arm64 cell: eight churners alone, no profiler, grow
+    # the process's RSS by ~100 MB a second, and 2,000 cycles took 9 of the
+    # 10 minutes allowed). And the memory figure is then what the program
+    # holds, not the process's peak RSS, which the emulator's own grows:
+    # glibc's malloc in use (mallinfo2: our tables, Python's large blocks)
+    # plus Python's small-object blocks, in KiB at 64 bytes a block.
     out = run_python(
         """
-        import os, threading, resource, pysampler
+        import ctypes, os, sys, threading, resource, pysampler
         from workloads import spin_cpu
+        EMULATED = os.environ.get("PYSAMPLER_EMULATED") == "1"
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                "fsmblks", "uordblks", "fordblks", "keepcost")]
+        def memory_kib():
+            if not EMULATED:
+                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            libc = ctypes.CDLL(None)
+            libc.mallinfo2.restype = MallInfo2
+            m = libc.mallinfo2()
+            return (m.uordblks + m.hblkhd + 64 * sys.getallocatedblocks()) // 1024
         stop = threading.Event()
         def churn():
             while not stop.is_set():
@@ -308,7 +360,7 @@ def test_two_thousand_start_stop_cycles_while_threads_churn() -> None:
         # one session first: reading its columns may start numpy's pool
         pysampler.start(hz=5000); p = pysampler.stop(); p.stack.tolist()
         tasks_before = len(os.listdir("/proc/self/task"))
-        churners = [threading.Thread(target=churn) for _ in range(8)]
+        churners = [threading.Thread(target=churn) for _ in range(2 if EMULATED else 8)]
         for c in churners: c.start()
         bad = 0
         rss = []
@@ -324,7 +376,7 @@ def test_two_thousand_start_stop_cycles_while_threads_churn() -> None:
                     if not f.function:
                         bad += 1
                 if i % 400 == 0:
-                    rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                    rss.append(memory_kib())
         finally:
             stop.set()
             for c in churners: c.join()
@@ -334,7 +386,7 @@ def test_two_thousand_start_stop_cycles_while_threads_churn() -> None:
             time.sleep(0.01)
         print(bad, rss[1], rss[-1], tasks_before, len(os.listdir("/proc/self/task")))
         """,
-        timeout=600,
+        timeout=1800 if EMULATED else 600,
     )
     bad, rss_early, rss_late, tasks_before, tasks_after = (int(x) for x in out.stdout.split())
     assert bad == 0

@@ -8,6 +8,9 @@
 # unmounts them on the way out, then runs suite.sh there with a clean
 # environment. CI is not passed in: the chroots carry Python and a compiler,
 # not the readers (go) that some tests use, and those skip when absent.
+# When the chroot's architecture is not the host's (arm64 on amd64, run by
+# qemu-user: every instruction translated, 10-50x slower), PYSAMPLER_EMULATED=1
+# tells the tests whose timing cannot hold there (tests/helpers.py, EMULATED).
 set -eu
 name=$1 python=$2
 shift 2
@@ -29,6 +32,11 @@ cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 ca=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 cp "$ca" "$root/etc/pysampler-host-ca.crt"
 
+emulated=0
+if [ "$(chroot "$root" dpkg --print-architecture)" != "$(dpkg --print-architecture)" ]; then
+    emulated=1
+fi
+
 mounted=""
 cleanup() {
     for m in $mounted; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
@@ -48,5 +56,5 @@ done
 chroot "$root" /usr/bin/env -i \
     PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CERT=/etc/pysampler-host-ca.crt \
-    SSL_CERT_FILE=/etc/pysampler-host-ca.crt \
+    SSL_CERT_FILE=/etc/pysampler-host-ca.crt PYSAMPLER_EMULATED=$emulated \
     sh /opt/pysampler-src/scripts/matrix/suite.sh "$python" "/opt/matrix/$python" "$@"

@@ -144,6 +144,7 @@ typedef struct {
     PyObject *d_fut_waiter;         /* _asyncio.Task._fut_waiter (getset) */
     PyObject *m_get_name;           /* _asyncio.Task.get_name (method) */
     PyObject *s_coro, *s_fut_waiter, *s_name, *s_cr_await, *s_gi_yieldfrom;
+    PyObject *s_cr_code, *s_gi_code;
     uint32_t thread_index;          /* row of the "asyncio tasks" pseudo-thread */
     int next_registry;              /* where the previous event stopped */
     Py_ssize_t next_pos;
@@ -292,10 +293,33 @@ static uint32_t ps_await_leaf(ps_sampler *s, ps_tasks *T, PyObject *waiter)
         PyCodeObject *code = NULL;
         int offset;
         uint32_t fid = PS_INTERN_FULL;
-        int known = coro != NULL && (PyCoro_CheckExact(coro) || PyGen_CheckExact(coro)) &&
-                    ps_gen_position(coro, &code, &offset);
-        if (known) {
-            fid = ps_intern_frame(s, code, PS_FRAME_AWAIT_TASK);
+        int known = 0;
+        if (coro != NULL && (PyCoro_CheckExact(coro) || PyGen_CheckExact(coro))) {
+            if (ps_gen_position(coro, &code, &offset)) {
+                known = 1;
+                fid = ps_intern_frame(s, code, PS_FRAME_AWAIT_TASK);
+            } else {
+                /* The awaited task has finished: its wakeup of this task
+                 * waits in the loop's ready queue, and until it runs this
+                 * task's _fut_waiter is still the finished task (as a
+                 * finished future still reads "(awaiting Future)"). Its
+                 * coroutine has no frame position any more but keeps its
+                 * code: read through the exact type's C getter (cr_code,
+                 * gi_code; no Python code runs), so this wait reads
+                 * "(awaiting Task: handler)" like the rest of it, not the
+                 * bare type name left for tasks we cannot look into. Any
+                 * loop busy for a while after a task returns shows it; a
+                 * slow machine (emulation) often. */
+                PyObject *c = PyObject_GetAttr(coro, PyCoro_CheckExact(coro) ? T->s_cr_code
+                                                                             : T->s_gi_code);
+                if (c == NULL) {
+                    PyErr_Clear();
+                } else if (PyCode_Check(c)) {
+                    known = 1;
+                    fid = ps_intern_frame(s, (PyCodeObject *)c, PS_FRAME_AWAIT_TASK);
+                }
+                Py_XDECREF(c);
+            }
         }
         Py_XDECREF(coro);
         if (known) {
@@ -680,7 +704,10 @@ static int ps_tasks_prepare(PyObject *config)
     T->s_name = PyUnicode_InternFromString("_name");
     T->s_cr_await = PyUnicode_InternFromString("cr_await");
     T->s_gi_yieldfrom = PyUnicode_InternFromString("gi_yieldfrom");
-    if (!T->s_coro || !T->s_fut_waiter || !T->s_name || !T->s_cr_await || !T->s_gi_yieldfrom) {
+    T->s_cr_code = PyUnicode_InternFromString("cr_code");
+    T->s_gi_code = PyUnicode_InternFromString("gi_code");
+    if (!T->s_coro || !T->s_fut_waiter || !T->s_name || !T->s_cr_await || !T->s_gi_yieldfrom ||
+        !T->s_cr_code || !T->s_gi_code) {
         PyErr_Clear();
         return -1;
     }
@@ -708,6 +735,8 @@ static void ps_tasks_free(void)
     Py_CLEAR(T->s_name);
     Py_CLEAR(T->s_cr_await);
     Py_CLEAR(T->s_gi_yieldfrom);
+    Py_CLEAR(T->s_cr_code);
+    Py_CLEAR(T->s_gi_code);
 }
 
 #endif /* PYSAMPLER_TASKS_H */
