@@ -9,6 +9,7 @@ writes what it measured as JSON to ``spec["result"]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -92,10 +93,36 @@ def _profiler(config: dict[str, Any], outdir: str) -> tuple[Callable[[], None], 
     raise ValueError(f"unknown in-process configuration {name!r}")
 
 
+def _native_threads() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def _pin_started(
+    start: Callable[[], None], tool_cpu: int, moved: list[list[int]]
+) -> Callable[[], None]:
+    """``start`` that moves the threads it starts (the profiler's own: pysampler's
+    timer and writer, pyroscope-io's agent, ddtrace's collectors) to ``tool_cpu``,
+    away from the program's, which stay where ``main`` pinned them. Appends the
+    CPUs each moved thread may then run on to ``moved``."""
+
+    def pinned() -> None:
+        before = _native_threads()
+        start()
+        for tid in _native_threads() - before:
+            with contextlib.suppress(OSError):  # already gone
+                os.sched_setaffinity(tid, {tool_cpu})
+                moved.append(sorted(os.sched_getaffinity(tid)))
+
+    return pinned
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Time ``spec["loops"]`` loops of the workload under the configuration."""
     body = workloads.load(spec["workload"])
     start, stop = _profiler(spec["config"], spec["outdir"])
+    moved: list[list[int]] = []
+    if spec.get("pin"):
+        start = _pin_started(start, spec["pin"]["tool"], moved)
     t0 = time.perf_counter()
     start()
     t1 = time.perf_counter()
@@ -111,6 +138,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "start_s": t1 - t0,
         "stop_s": t3 - t2,
         "profiler": info if isinstance(info, dict) else None,
+        **(
+            {"pinned": {"program": sorted(os.sched_getaffinity(0)), "profiler_threads": moved}}
+            if spec.get("pin")
+            else {}
+        ),
     }
 
 
@@ -132,6 +164,10 @@ def calibrate(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    if spec.get("pin"):
+        # this thread, and every thread it starts from now on (the workload's),
+        # on the program's CPU (--pin in run.py)
+        os.sched_setaffinity(0, {spec["pin"]["work"]})
     if spec.get("micro"):
         import micro
 

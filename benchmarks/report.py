@@ -227,6 +227,17 @@ def markdown(data: dict[str, Any]) -> str:
         "their own CPU, which runs on another core, is added prorated to the body's "
         "share of the process lifetime.",
         "",
+        *(
+            [
+                f"Pinned (`--pin`): the program's threads on CPU {meta['pin']['work']}, the "
+                f"profiler's own threads (an external tool: all of it) on CPU "
+                f"{meta['pin']['tool']}. The GIL's hand-offs between the program's threads "
+                "then stay on one core; the profiler's CPU is in the CPU column.",
+                "",
+            ]
+            if meta.get("pin")
+            else []
+        ),
         "| configuration | wall overhead (geomean) | max | best-of wall overhead | "
         "CPU overhead (geomean) | delivered / requested Hz | start ms | stop ms | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",

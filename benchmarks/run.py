@@ -81,8 +81,15 @@ def run_child(
     load = os.getloadavg()[0]
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
+    pin = spec.get("pin")
+    # --pin: the child starts on the tool's CPU (an external tool stays there,
+    # with every thread it starts); the Python child moves its own main thread
+    # to the program's CPU at once (child.py)
+    preexec = (lambda: os.sched_setaffinity(0, {pin["tool"]})) if pin else None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, preexec_fn=preexec
+        )
         returncode, stderr = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as exc:
         returncode, stderr = -1, f"timed out after {timeout:.0f} s: {exc.stderr!r}"
@@ -132,6 +139,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", help="output folder (full: docs/benchmarks, quick: build/bench-quick)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="the program's threads on one CPU, the profiler's own (or the external\n"
+        "tool) on another: takes the GIL's cross-core hand-offs out of the noise",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.workloads = (
@@ -158,6 +171,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.micro = args.micro or ("quick" if quick else "full")
     args.memory_seconds = args.memory_seconds or (4.0 if quick else 60.0)
     args.out = args.out or os.path.join(ROOT, "build/bench-quick" if quick else "docs/benchmarks")
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or not os.path.isdir("/proc/self/task"):
+            p.error("--pin needs Linux and two CPUs")
+        args.pin = {"work": cpus[-1], "tool": cpus[0]}
+    else:
+        args.pin = None
     return args
 
 
@@ -221,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         wl_info: dict[str, dict[str, Any]] = {}
         for w in args.workloads:
             cal = run_child(
-                {"workload": w, "calibrate": True, "seconds": args.seconds},
+                {"workload": w, "calibrate": True, "seconds": args.seconds, "pin": args.pin},
                 configs.BY_NAME["none"],
                 tmp,
                 timeout=120,
@@ -240,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 shift = (rep + wi) % len(runnable)
                 for c in runnable[shift:] + runnable[:shift]:
-                    spec = {"workload": w, "loops": wl_info[w]["loops"]}
+                    spec = {"workload": w, "loops": wl_info[w]["loops"], "pin": args.pin}
                     r = run_child(spec, c, tmp, timeout=60 + 30 * args.seconds)
                     runs.append({"workload": w, "config": c.name, "rep": rep, **r})
                     if "error" in r:
@@ -284,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             "versions": _versions(),
+            "pin": args.pin,
         },
         "configs": cfg_info,
         "workloads": wl_info,

@@ -110,6 +110,40 @@ def test_runner_writes_results_for_each_configuration(tmp_path: Path) -> None:
     assert "## pysampler: import cost and sampling cost" in table
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="--pin needs Linux and two CPUs",
+)
+def test_pinned_runs_keep_the_program_and_the_profiler_apart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            *("--workloads", "threads8", "--configs", "none,pysampler-cpu-1000"),
+            *("--reps", "1", "--seconds", "0.05", "--micro", "none", "--no-chart"),
+            *("--pin", "--out", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    pin = data["meta"]["pin"]
+    assert pin["work"] != pin["tool"]
+    by_config = {r["config"]: r for r in data["runs"]}
+    assert by_config["none"]["pinned"] == {"program": [pin["work"]], "profiler_threads": []}
+    sampled = by_config["pysampler-cpu-1000"]["pinned"]
+    assert sampled["program"] == [pin["work"]]
+    # pysampler's native threads (timer, writer), moved to the other CPU
+    assert sampled["profiler_threads"] and all(
+        cpus == [pin["tool"]] for cpus in sampled["profiler_threads"]
+    )
+    assert "Pinned (`--pin`)" in (out / "results.md").read_text()
+
+
 def test_runner_rejects_unknown_names(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(RUNNER), "--configs", "no-such-profiler", "--out", str(tmp_path)],
