@@ -18,7 +18,7 @@ import pytest
 
 import pysampler
 import threaded
-from helpers import EMULATED, function_share, run_python, thread_value
+from helpers import EMULATED, EMULATION_SLOWDOWN, function_share, run_python, thread_value
 from workloads import running_threads, spin_cpu
 
 READER = sys.version_info >= (3, 11)
@@ -242,7 +242,10 @@ def test_reused_thread_idents_stay_separate_threads() -> None:
 def test_gil_released_c_work_is_attributed_to_its_call(idle: int) -> None:
     import hashlib
 
-    data = b"x" * (32 << 20)
+    # ~100 ms a call with the GIL released; under emulation (10x slower) a
+    # tenth as much, or the call running when the session ends would go on
+    # for a second more, counted in `used` but not in the profile
+    data = b"x" * ((32 << 20) // (EMULATION_SLOWDOWN if EMULATED else 1))
     used = []
 
     def hashing(stop: threading.Event) -> None:
