@@ -69,8 +69,13 @@ class Tally:
 TALLY = Tally()
 
 
-def _measured(name: str, seconds: float) -> None:
+def _measured(name: str, seconds: float, *, thread_target: bool = False) -> None:
     t0 = time.thread_time()
+    if thread_target:
+        # the CPU its thread used before it got here (thread_time counts from
+        # the thread's start): start-up that the thread's first sample, taken
+        # in here, carries too (nothing else of that thread was seen)
+        TALLY.add(f"{name} start-up", t0)
     burn(seconds)
     TALLY.add(name, time.thread_time() - t0)
 
@@ -92,7 +97,7 @@ def queue_job() -> None:
 
 
 def short_job() -> None:
-    _measured("short_job", 0.004)
+    _measured("short_job", 0.004, thread_target=True)
 
 
 def burst() -> None:
@@ -343,6 +348,9 @@ class Outcome:
     real_cpu: float  #: CPU seconds the program used in the window
     profile_cpu: float  #: CPU seconds in the profile
     shares: dict[str, tuple[float, float]] = field(default_factory=dict)  #: fn: (profile, truth)
+    #: fn: share of the CPU its threads used before they called it (a
+    #: thread's target: the start-up its first sample may carry)
+    startup: dict[str, float] = field(default_factory=dict)
     blocking: float = 0.0  #: share of the profile with a blocking call as the leaf line
     blocking_truth: float = 0.0  #: measured CPU inside blocking calls (where tallied), share
     threads_seen: int = 0
@@ -442,4 +450,6 @@ def run_case(name: str, hz: int, seconds: float = 2.0) -> Outcome:
             inclusive[h] / profile_cpu if profile_cpu else 0.0,
             truth.get(h, 0.0) / real if real else 0.0,
         )
+        if f"{h} start-up" in truth and real:
+            out.startup[h] = truth[f"{h} start-up"] / real
     return out
