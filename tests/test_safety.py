@@ -80,8 +80,13 @@ def native_threads():
         return 0  # no per-thread view here
 
 def after_pysampler():
+    import time
     from pysampler import _sampler
-    # the timer and fallback threads are gone
+    # the timer and fallback threads are gone (a joined thread leaves the
+    # OS's list a moment later: under emulation, qemu-user's teardown)
+    deadline = time.monotonic() + 5
+    while native_threads() != baseline and time.monotonic() < deadline:
+        time.sleep(0.01)
     print("after:", _sampler.is_running(), native_threads() == baseline)
     sys.stdout.flush()
 
