@@ -544,7 +544,12 @@ def test_tasks_group_by_coroutine_and_name_the_task_they_await() -> None:
     rows = profile.functions()
     assert not any(r.function.startswith("(") for r in rows)
     by_name = {r.function.split(".")[-1]: r for r in rows}
-    assert "serve_connection" not in by_name  # its waiting is the requests'
+    # its waiting is the requests': what it has of its own is the moments a
+    # tick found it running (starting the next request), now and then one
+    served = by_name.get("serve_connection")
+    assert served is None or served.total_value < 0.05 * by_name["handle_request"].total_value, (
+        served
+    )
     # a request task waits in fetch_row, bar the moments it is ready to run
     assert by_name["fetch_row"].total_value > 0.9 * by_name["handle_request"].total_value
     # 24 requests of 0.1 s, 8 at a time: 8 tasks waiting for about 0.3 s
