@@ -343,8 +343,8 @@ def test_two_thousand_start_stop_cycles_while_threads_churn() -> None:
     out = run_python(
         """
         import ctypes, os, sys, threading, resource, pysampler
+        from helpers import EMULATED
         from workloads import spin_cpu
-        EMULATED = os.environ.get("PYSAMPLER_EMULATED") == "1"
         class MallInfo2(ctypes.Structure):
             _fields_ = [(n, ctypes.c_size_t) for n in (
                 "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
