@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -14,6 +15,15 @@ import pysampler
 from pysampler import _sampler
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# A suite started in the background by a shell without job control
+# (`pytest ... &` in a script) inherits SIGINT ignored, and so would every
+# program the tests start: Python leaves an ignored SIGINT ignored, and the
+# tests that interrupt a child with it (Ctrl-C of `run`, `record`, `top`)
+# would wait for it in vain. Catching it here makes exec give each child
+# the default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _os_thread_count() -> int:
