@@ -124,6 +124,7 @@ def raw_tables(
         "stats": {
             "ticks": events,
             "missed_ticks": 0,
+            "raised_ticks": 0,
             "served_pending": events,
             "served_fallback": 0,
             "dropped_samples": 0,
