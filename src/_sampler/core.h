@@ -102,6 +102,8 @@ typedef struct {
     ps_atomic_t fallback_ready;
     ps_atomic_t fallback_streak; /* GIL path: the last tick was served by the fallback */
     ps_atomic_t pin_queued;   /* reader path: our pin call is queued */
+    ps_atomic_t names_retry;  /* reader path: a pin step could not check which
+                               * threads are alive (head lock busy): again */
     ps_atomic_t closed;       /* the interpreter is shutting down: no more sessions */
 
     /* configuration, fixed while running */
@@ -524,24 +526,32 @@ static void ps_pin_step(ps_sampler *s)
     if (ps_names_reserve(s) != 0) {
         return;
     }
+    ps_atomic_store(&s->names_retry, 0);
     n = s->tnamed;
     for (i = 0; i < n && s->tobj != NULL; i++) {
+        PyThreadState *t;
+        uint64_t key;
         if (s->tobj[i] != NULL || s->ttries[i] <= 0) {
             continue;
         }
-        /* is it alive? (a scratch copy of the list: the timer owns s->snap) */
-        alive = 0;
-        if (ps_head_lock()) {
-            PyThreadState *t;
-            uint64_t key = ps_thread_at(s, i)->key;
-            for (t = PyInterpreterState_ThreadHead(s->interp); t != NULL; t = PyThreadState_Next(t)) {
-                if (t->id == key) {
-                    alive = 1;
-                    break;
-                }
-            }
-            ps_head_unlock();
+        /* is it alive? (a scratch copy of the list: the timer owns s->snap).
+         * A head lock held past ps_head_lock's patience (the timer, say,
+         * preempted while it reads the list) says nothing of that: ask for
+         * another step rather than take the thread for gone, which would
+         * lose its name for good */
+        if (!ps_head_lock()) {
+            ps_atomic_store(&s->names_retry, 1);
+            break;
         }
+        alive = 0;
+        key = ps_thread_at(s, i)->key;
+        for (t = PyInterpreterState_ThreadHead(s->interp); t != NULL; t = PyThreadState_Next(t)) {
+            if (t->id == key) {
+                alive = 1;
+                break;
+            }
+        }
+        ps_head_unlock();
         if (alive) {
             ps_thread_find_object(s, i);
         } else {
@@ -1056,7 +1066,10 @@ done:
 static void ps_reader_request_pin(ps_sampler *s, int64_t now)
 {
     if (s->pin_requested_ns == 0) {
-        return;
+        if (!ps_atomic_load(&s->names_retry)) {
+            return;
+        }
+        s->pin_requested_ns = now;  /* a step found the head lock busy */
     }
     if (ps_atomic_exchange(&s->pin_queued, 1) == 0) {
 #  if PY_VERSION_HEX >= 0x030C0000
@@ -1071,7 +1084,8 @@ static void ps_reader_request_pin(ps_sampler *s, int64_t now)
             ps_atomic_store(&s->pin_queued, 0);
         }
     }
-    if (!ps_codes_unpinned(&s->objs) && s->tnamed >= ps_chunked_count(&s->tinfo)) {
+    if (!ps_codes_unpinned(&s->objs) && s->tnamed >= ps_chunked_count(&s->tinfo) &&
+        !ps_atomic_load(&s->names_retry)) {
         /* served (by the call or the fallback) */
         s->pin_requested_ns = 0;
         return;
@@ -1323,6 +1337,7 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->other_node = -1;
     s->other_row = -1;
     s->pin_requested_ns = s->fallback_pin_ns = 0;
+    ps_atomic_store(&s->names_retry, 0);
     ps_atomic_store(&s->owed, 0);
     ps_atomic_store(&s->fallback_ready, 0);
     ps_atomic_store(&s->fallback_streak, 0);
@@ -1550,6 +1565,7 @@ static void ps_after_fork_child(void)
     ps_atomic_store(&s->owed, 0);
     ps_atomic_store(&s->queued, 0);
     ps_atomic_store(&s->pin_queued, 0);
+    ps_atomic_store(&s->names_retry, 0);
     ps_atomic_store(&s->state, PS_IDLE);
     /* the timer may have held the waker's or the bell's mutex at the
      * fork: start over with fresh ones instead of destroying locked ones */
