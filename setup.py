@@ -43,7 +43,6 @@ extension = Extension(
         "src/_sampler/core.h",
         "src/_sampler/codes.h",
         "src/_sampler/cpu.h",
-        "src/_sampler/priority.h",
         "src/_sampler/reader.h",
         "src/_sampler/saferead.h",
         "src/_sampler/platform.h",

@@ -124,7 +124,6 @@ def raw_tables(
         "stats": {
             "ticks": events,
             "missed_ticks": 0,
-            "raised_ticks": 0,
             "served_pending": events,
             "served_fallback": 0,
             "dropped_samples": 0,

@@ -63,7 +63,6 @@ cdef extern from "_sampler/core.h" nogil:
         int64_t stop_ns
         uint64_t ticks
         uint64_t missed_ticks
-        uint64_t raised_ticks
         uint64_t served_pending
         uint64_t served_fallback
         uint64_t served_reader
@@ -338,7 +337,6 @@ cdef object _raw_tables():
         "stats": {
             "ticks": s.ticks,
             "missed_ticks": s.missed_ticks,
-            "raised_ticks": s.raised_ticks,
             "served_pending": s.served_pending,
             "served_fallback": s.served_fallback,
             "served_reader": s.served_reader,

@@ -18,7 +18,7 @@ import pytest
 
 import pysampler
 import threaded
-from helpers import EMULATED, EMULATION_SLOWDOWN, function_share, run_python, scaled, thread_value
+from helpers import EMULATED, EMULATION_SLOWDOWN, function_share, run_python, thread_value
 from workloads import running_threads, spin_cpu
 
 READER = sys.version_info >= (3, 11)
@@ -62,68 +62,6 @@ def test_busy_main_thread_and_busy_workers_get_every_tick() -> None:
     assert m.sampling_events >= 0.9 * m.ticks, m
     names = {t.name for t in p.profile.threads}
     assert {"MainThread", "busy-0", "busy-1", "busy-2"} <= names
-
-
-def _forced_switches() -> int:
-    """Times the OS took the CPU from the calling thread (Linux)."""
-    with open("/proc/thread-self/status") as f:
-        for line in f:
-            if line.startswith("nonvoluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no nonvoluntary_ctxt_switches in /proc/thread-self/status")
-
-
-def _busy_worker_forced_switches(seconds: float) -> tuple[int, pysampler.Metadata, float]:
-    """One worker burns CPU under a 1 kHz session, main in join: how often
-    the OS took the CPU from it, the session's metadata, and the CPU
-    pressure over the window (-1: not known)."""
-    forced: list[int] = []
-
-    def work() -> None:
-        before = _forced_switches()
-        spin_cpu(seconds)
-        forced.append(_forced_switches() - before)
-
-    worker = threading.Thread(target=work, name="busy")
-    stall0, t0 = threaded.cpu_stall_us(), time.monotonic()
-    with pysampler.profile(hz=1000, mode="cpu") as p:
-        worker.start()
-        worker.join()
-    stall1, wall = threaded.cpu_stall_us(), time.monotonic() - t0
-    pressure = -1.0
-    if stall0 is not None and stall1 is not None:
-        pressure = (stall1 - stall0) / 1e6 / wall
-    return forced[0], p.profile.metadata, pressure
-
-
-#: CPU pressure up to which a CPU is taken to be free for the timer
-CPU_FREE = 0.05
-
-
-@pytest.mark.skipif(
-    not os.path.exists("/proc/thread-self/status") or len(os.sched_getaffinity(0)) < 2,
-    reason="Linux with two CPUs or more",
-)
-def test_timer_does_not_preempt_the_program_while_a_cpu_is_free() -> None:
-    # One busy worker, main in join: a CPU is free for the timer at every
-    # tick. A timer at real-time priority woke on the CPU it last ran on,
-    # the worker's, and took it from the worker at every tick (measured as
-    # root: 1.00 forced switches per tick; 0.01 at normal priority).
-    # priority.h raises it only while it waits for a CPU, which it does not
-    # with a CPU free. A window in which another job took the free CPU (CPU
-    # pressure over CPU_FREE) says nothing: measured again, skipped if all
-    # did.
-    rows = []
-    for _ in range(3):
-        forced, m, pressure = _busy_worker_forced_switches(scaled(0.6))
-        rows.append(
-            f"forced {forced} in {m.ticks} ticks, {m.raised_ticks} raised, "
-            f"CPU pressure {pressure:.2f}"
-        )
-        if 0 <= pressure <= CPU_FREE:
-            assert forced <= 0.1 * m.ticks, rows
-            return
-    pytest.skip("no CPU was free (or no PSI) in any window: " + "; ".join(rows))
 
 
 def _spin_until(stop: threading.Event) -> None:

@@ -50,7 +50,6 @@
 #include "tables.h"
 #include "codes.h"
 #include "cpu.h"
-#include "priority.h"
 
 #if PY_VERSION_HEX >= 0x030C0000
 /* 3.12+: _PyEval_AddPendingCall (exported, internal): a call any thread of
@@ -172,7 +171,6 @@ typedef struct {
     int64_t last_sample_ns;
     uint64_t ticks;             /* timer ticks */
     uint64_t missed_ticks;      /* ticks skipped because the timer fell behind */
-    uint64_t raised_ticks;      /* ticks taken at raised priority (priority.h) */
     uint64_t served_pending;    /* GIL path: sampling events run by a program thread */
     uint64_t served_fallback;   /* GIL path: sampling events run by the fallback thread */
     uint64_t served_reader;     /* reader path: sampling events recorded by the timer */
@@ -1148,21 +1146,19 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
     ps_sampler *s = &ps_S;
     uint64_t rng = (uint64_t)ps_monotonic_ns() ^ 0x9E3779B97F4A7C15ULL;
     int64_t next;
-    ps_priority prio;
     (void)arg;
 
-    ps_priority_init(&prio, s->period_ns);
+    ps_thread_prefer_on_time();
     next = ps_monotonic_ns() + ps_jittered(s->period_ns, &rng);
     for (;;) {
-        int64_t now, woke;
+        int64_t now;
         if (ps_waker_wait_until(&s->waker, next)) {
             break;  /* stop() asked us to finish */
         }
-        woke = ps_monotonic_ns();
         s->ticks++;
 #ifdef PS_HAVE_READER
         if (s->mech == PS_MECH_READER) {
-            int64_t t0 = woke;
+            int64_t t0 = ps_monotonic_ns();
             ps_reader_tick(s, t0, t0 - s->last_sample_ns);
             s->last_sample_ns = t0;
             ps_reader_request_pin(s, t0);
@@ -1172,7 +1168,6 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
         {
             ps_gil_tick(s);
         }
-        ps_priority_tick(&prio, woke, woke - next);
         next += ps_jittered(s->period_ns, &rng);
         now = ps_monotonic_ns();
         if (next < now) {
@@ -1192,8 +1187,6 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
         ps_quiet_credit_all(s, ps_monotonic_ns());  /* wall mode: the last quiet ticks */
     }
 #endif
-    ps_priority_end(&prio);
-    s->raised_ticks = prio.raised_ticks;
     s->timer_cpu_ns = ps_self_cpu_ns();
 #ifdef PS_HAVE_READER
     s->safe_reads = ps_R.reads;
@@ -1316,7 +1309,7 @@ static int ps_prepare(double hz, int mode, int max_depth, size_t max_samples,
     s->max_depth = max_depth;
     s->period_ns = (int64_t)(1e9 / hz);
     s->interp = PyInterpreterState_Main();
-    s->ticks = s->missed_ticks = s->raised_ticks = s->served_pending = s->served_fallback = 0;
+    s->ticks = s->missed_ticks = s->served_pending = s->served_fallback = 0;
     s->served_reader = s->busy_ticks = s->pins = s->holder_left = s->safe_reads = 0;
     s->dropped_samples = s->truncated_stacks = 0;
     s->sampling_ns = 0;

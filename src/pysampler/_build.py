@@ -83,7 +83,6 @@ def build_profile(raw: RawTables, hz: float, start_unix: float) -> Profile:
         sampling_events=events,
         ticks=int(stats["ticks"]),
         missed_ticks=int(stats["missed_ticks"]),
-        raised_ticks=int(stats["raised_ticks"]),
         served_in_place=int(stats["served_pending"]),
         served_by_timer=int(stats["served_fallback"] + stats.get("served_reader", 0)),
         sampling_ns=int(stats["sampling_ns"]),

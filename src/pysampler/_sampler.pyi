@@ -18,7 +18,6 @@ class NotRunning(RuntimeError): ...
 class Stats(TypedDict):
     ticks: int
     missed_ticks: int
-    raised_ticks: int  # ticks the timer took at raised (real-time) priority
     served_pending: int
     served_fallback: int
     served_reader: int  # reader path: events recorded by the timer thread itself

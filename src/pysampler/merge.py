@@ -42,7 +42,6 @@ _SUMMED = (
     "sampling_events",
     "ticks",
     "missed_ticks",
-    "raised_ticks",
     "served_in_place",
     "served_by_timer",
     "sampling_ns",

@@ -119,9 +119,6 @@ class Metadata:
     sampling_events: int = 0  #: timer ticks that were turned into samples
     ticks: int = 0  #: timer ticks (each asks for one sampling event)
     missed_ticks: int = 0  #: ticks skipped because the timer fell behind
-    #: ticks the timer took at raised (real-time) priority: only while ticks
-    #: at normal priority came late, on a machine with no CPU free for it
-    raised_ticks: int = 0
     served_in_place: int = 0  #: events recorded by a program thread (GIL-holding path)
     served_by_timer: int = 0  #: events recorded by the timer or the fallback thread
     sampling_ns: int = 0  #: time spent recording samples (the sampler's own cost)
