@@ -39,7 +39,7 @@ def function_share(
     profile: Profile, name: str, thread: str | None = None, self_only: bool = True
 ) -> float:
     """Share of value (in [0, 1]) with ``name`` as the leaf (self) or anywhere (total)."""
-    mask = np.ones(profile.sample_count, dtype=bool)
+    mask = np.ones(len(profile.values), dtype=bool)  # rows (a row may count several samples)
     if thread is not None:
         idx = [i for i, t in enumerate(profile.threads) if t.name == thread]
         mask = np.isin(profile.thread, idx)
