@@ -65,6 +65,34 @@
 #  endif
 #endif
 
+/* Queue a pending call in our interpreter from a thread that has no thread
+ * state and does not hold the GIL (the timer).
+ *
+ * Py_AddPendingCall (3.9-3.11) finds the interpreter through the GIL
+ * holder's thread state, which it reads without the GIL: a holder that
+ * exits at that moment leaves it reading freed memory. Seen: a segfault in
+ * _PyEval_AddPendingCall(interp=NULL) from the timer, once in a few hundred
+ * runs of threads starting and exiting 4 at a time under a 2 kHz session.
+ * _PyEval_AddPendingCall takes the interpreter we already know; Linux and
+ * macOS builds of 3.9-3.11 export it (internal, not in the limited API).
+ * Windows exports it from 3.12 only: there, before 3.12, the race remains.
+ * Returns 0 when queued. */
+#if PY_VERSION_HEX < 0x030C0000 && !defined(_WIN32)
+extern int _PyEval_AddPendingCall(PyInterpreterState *interp, int (*func)(void *), void *arg);
+#endif
+
+static int ps_add_pending_call(PyInterpreterState *interp, int (*func)(void *))
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return (int)_PyEval_AddPendingCall(interp, func, NULL, 0);
+#elif defined(_WIN32)
+    (void)interp;
+    return Py_AddPendingCall(func, NULL);
+#else
+    return _PyEval_AddPendingCall(interp, func, NULL);
+#endif
+}
+
 enum { PS_MODE_CPU = 0, PS_MODE_WALL = 1 };
 enum { PS_IDLE = 0, PS_STARTING = 1, PS_RUNNING = 2, PS_STOPPING = 3 };
 enum { PS_MECH_GIL = 0, PS_MECH_READER = 1 };
@@ -1070,10 +1098,8 @@ static void ps_reader_request_pin(ps_sampler *s, int64_t now)
         s->pin_requested_ns = now;  /* a step found the head lock busy */
     }
     if (ps_atomic_exchange(&s->pin_queued, 1) == 0) {
-#  if PY_VERSION_HEX >= 0x030C0000
-        int rc = (int)_PyEval_AddPendingCall(s->interp, ps_pending_pin, NULL, 0);
-#  else
-        int rc = Py_AddPendingCall(ps_pending_pin, NULL);
+        int rc = ps_add_pending_call(s->interp, ps_pending_pin);
+#  if PY_VERSION_HEX < 0x030C0000
         if (rc == 0) {
             ps_wake_main_thread(s->interp);
         }
@@ -1126,11 +1152,11 @@ static void ps_gil_tick(ps_sampler *s)
 #if PY_VERSION_HEX >= 0x030C0000
         /* 3.12+: a call whichever thread runs Python next serves (3.13+
          * signals the GIL holder's eval breaker; 3.12's is per interpreter) */
-        if ((int)_PyEval_AddPendingCall(s->interp, ps_pending_sample, NULL, 0) != 0) {
+        if (ps_add_pending_call(s->interp, ps_pending_sample) != 0) {
             ps_atomic_store(&s->queued, 0);  /* queue full: fallback covers it */
         }
 #else
-        if (Py_AddPendingCall(ps_pending_sample, NULL) == 0) {
+        if (ps_add_pending_call(s->interp, ps_pending_sample) == 0) {
             ps_wake_main_thread(s->interp);
         } else {
             ps_atomic_store(&s->queued, 0);  /* queue full: fallback covers it */
