@@ -76,7 +76,10 @@
  * _PyEval_AddPendingCall takes the interpreter we already know; Linux and
  * macOS builds of 3.9-3.11 export it (internal, not in the limited API).
  * Windows exports it from 3.12 only: there, before 3.12, the race remains.
- * Returns 0 when queued. */
+ * Before 3.12 the call is served by the main thread alone, which is woken
+ * (its eval breaker set); 3.12+ serve it from whichever thread runs Python
+ * next (3.13+ signal the GIL holder's eval breaker; 3.12's is per
+ * interpreter). Returns 0 when queued. */
 #if PY_VERSION_HEX < 0x030C0000 && !defined(_WIN32)
 extern int _PyEval_AddPendingCall(PyInterpreterState *interp, int (*func)(void *), void *arg);
 #endif
@@ -85,11 +88,16 @@ static int ps_add_pending_call(PyInterpreterState *interp, int (*func)(void *))
 {
 #if PY_VERSION_HEX >= 0x030C0000
     return (int)_PyEval_AddPendingCall(interp, func, NULL, 0);
-#elif defined(_WIN32)
-    (void)interp;
-    return Py_AddPendingCall(func, NULL);
 #else
-    return _PyEval_AddPendingCall(interp, func, NULL);
+#  if defined(_WIN32)
+    int rc = Py_AddPendingCall(func, NULL);
+#  else
+    int rc = _PyEval_AddPendingCall(interp, func, NULL);
+#  endif
+    if (rc == 0) {
+        ps_wake_main_thread(interp);
+    }
+    return rc;
 #endif
 }
 
@@ -1098,13 +1106,7 @@ static void ps_reader_request_pin(ps_sampler *s, int64_t now)
         s->pin_requested_ns = now;  /* a step found the head lock busy */
     }
     if (ps_atomic_exchange(&s->pin_queued, 1) == 0) {
-        int rc = ps_add_pending_call(s->interp, ps_pending_pin);
-#  if PY_VERSION_HEX < 0x030C0000
-        if (rc == 0) {
-            ps_wake_main_thread(s->interp);
-        }
-#  endif
-        if (rc != 0) {
+        if (ps_add_pending_call(s->interp, ps_pending_pin) != 0) {
             ps_atomic_store(&s->pin_queued, 0);
         }
     }
@@ -1149,19 +1151,9 @@ static void ps_gil_tick(ps_sampler *s)
     }
     /* may be called without the GIL or a thread state */
     if (ps_atomic_exchange(&s->queued, 1) == 0) {
-#if PY_VERSION_HEX >= 0x030C0000
-        /* 3.12+: a call whichever thread runs Python next serves (3.13+
-         * signals the GIL holder's eval breaker; 3.12's is per interpreter) */
         if (ps_add_pending_call(s->interp, ps_pending_sample) != 0) {
             ps_atomic_store(&s->queued, 0);  /* queue full: fallback covers it */
         }
-#else
-        if (ps_add_pending_call(s->interp, ps_pending_sample) == 0) {
-            ps_wake_main_thread(s->interp);
-        } else {
-            ps_atomic_store(&s->queued, 0);  /* queue full: fallback covers it */
-        }
-#endif
     }
 }
 
