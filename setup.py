@@ -32,8 +32,9 @@ extra_compile_args = []
 if sys.platform != "win32":
     extra_compile_args = ["-O2", "-Wall", "-Wno-unused-function"]
 
-# heap.h draws exponential intervals with log(); glibc keeps it in libm
-libraries = ["m"] if sys.platform.startswith("linux") else []
+# heap.h draws exponential intervals with log(), which glibc keeps in libm;
+# placement.h looks symbols up with dlsym(), in libdl before glibc 2.34
+libraries = ["m", "dl"] if sys.platform.startswith("linux") else []
 
 extension = Extension(
     "pysampler._sampler",
@@ -45,6 +46,7 @@ extension = Extension(
         "src/_sampler/cpu.h",
         "src/_sampler/reader.h",
         "src/_sampler/saferead.h",
+        "src/_sampler/placement.h",
         "src/_sampler/platform.h",
         "src/_sampler/pyframes.h",
         "src/_sampler/tables.h",

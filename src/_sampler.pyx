@@ -47,6 +47,8 @@ cdef extern from "_sampler/core.h" nogil:
     ctypedef struct ps_chunked:
         pass
 
+    ctypedef struct ps_placement:
+        uint64_t moves
     ctypedef struct ps_sampler:
         long state
         int mode
@@ -69,6 +71,7 @@ cdef extern from "_sampler/core.h" nogil:
         uint64_t busy_ticks
         uint64_t holder_left
         uint64_t safe_reads
+        ps_placement place
         uint64_t pins
         uint64_t dropped_samples
         uint64_t truncated_stacks
@@ -343,6 +346,7 @@ cdef object _raw_tables():
             "busy_ticks": s.busy_ticks,
             "holder_left": s.holder_left,
             "safe_reads": s.safe_reads,
+            "timer_moves": s.place.moves,
             "pins": s.pins,
             "dropped_samples": s.dropped_samples,
             "truncated_stacks": s.truncated_stacks,

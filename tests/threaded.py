@@ -375,7 +375,7 @@ class Outcome:
         )
 
 
-def _cpu_stall_us() -> int | None:
+def cpu_stall_us() -> int | None:
     """Microseconds in which some task waited for a CPU (Linux PSI)."""
     try:
         with open("/proc/pressure/cpu") as f:
@@ -419,14 +419,14 @@ def run_case(name: str, hz: int, seconds: float = 2.0) -> Outcome:
     run = build(seconds)
     TALLY.cpu.clear()
     TALLY.calls.clear()
-    stall0, wall0 = _cpu_stall_us(), time.monotonic()
+    stall0, wall0 = cpu_stall_us(), time.monotonic()
     cpu0 = time.process_time()
     pysampler.start(hz=hz, mode="cpu")
     try:
         run()
     finally:
         prof = pysampler.stop()
-    stall1, wall = _cpu_stall_us(), time.monotonic() - wall0
+    stall1, wall = cpu_stall_us(), time.monotonic() - wall0
     # the program's CPU: the process's, less the sampler's own threads
     real = time.process_time() - cpu0 - getattr(prof.metadata, "sampler_cpu_ns", 0) / 1e9
     profile_cpu = float(prof.cpu_ns.sum()) / 1e9

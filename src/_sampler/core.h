@@ -47,6 +47,7 @@
 #include "pyframes.h"
 #include "platform.h"
 #include "reader.h"
+#include "placement.h"
 #include "tables.h"
 #include "codes.h"
 #include "cpu.h"
@@ -200,6 +201,7 @@ typedef struct {
     int64_t pin_requested_ns;   /* when the queued pin request was made, 0 none */
     int64_t fallback_pin_ns;    /* when the fallback last pinned */
     ps_atomic_t fallback_pin;   /* the bell rang for a pin, not a sample */
+    ps_placement place;         /* reader: the timer off the GIL holder's CPU */
 
     /* clocks and counters */
     int64_t start_ns;
@@ -935,6 +937,11 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
     int switched;
 
     ps_gil_read(s->interp, &gil);
+    if (gil.locked && s->last_holder_k >= 0 && s->last_holder_k < s->snap_n &&
+        s->snap[s->last_holder_k].ts == gil.last_holder) {
+        /* first, so that a timer that preempted the holder leaves at once */
+        ps_placement_check(&s->place, s->snap[s->last_holder_k].ident, s->tick_no);
+    }
     if (ps_reader_quiet_tick(s, &gil, now, w, &new_code) == 0) {
         n = s->snap_n;
         goto done;
@@ -1167,6 +1174,11 @@ static PS_THREAD_RETURN ps_timer_main(void *arg)
     (void)arg;
 
     ps_thread_prefer_on_time();
+#ifdef PS_HAVE_READER
+    if (s->mech == PS_MECH_READER) {
+        ps_placement_init(&s->place);
+    }
+#endif
     next = ps_monotonic_ns() + ps_jittered(s->period_ns, &rng);
     for (;;) {
         int64_t now;

@@ -584,7 +584,9 @@ static void ps_thread_join(ps_thread_t t)
  * of such code +0.05 to +0.08 too high. Real-time round-robin at the lowest
  * priority where allowed (Linux: root or CAP_SYS_NICE), else the highest
  * priority the user may set; failures are ignored. The thread sleeps
- * between ticks and works ~10-20 us per tick, so it cannot starve anyone. */
+ * between ticks and works ~10-20 us per tick, so it cannot starve anyone.
+ * Linux wakes a real-time thread on the CPU it last ran on, taking it from
+ * the program's thread there: placement.h moves it off the GIL holder's. */
 static void ps_thread_prefer_on_time(void)
 {
 #if defined(_WIN32)

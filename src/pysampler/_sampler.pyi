@@ -25,6 +25,7 @@ class Stats(TypedDict):
     holder_left: int  # reader path: the GIL holder let go while its stack was read
     pins: int  # reader path: pinning steps (code objects, thread names) run
     safe_reads: int  # reader path: safe memory copies made (system calls)
+    timer_moves: int  # reader path, Linux: times the timer left the GIL holder's CPU
     dropped_samples: int
     truncated_stacks: int
     sampling_ns: int
