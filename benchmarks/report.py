@@ -113,6 +113,7 @@ def analyse(data: dict[str, Any]) -> None:
             "measured": (summary.get(name, {}).get("geomean_wall_ratio") or math.nan) - 1,
         }
         for name, limit in TARGETS.items()
+        if summary.get(name, {}).get("geomean_wall_ratio") is not None
     }
     data["micro_summary"] = _micro_summary(data.get("micro", {}))
 

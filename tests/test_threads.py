@@ -134,10 +134,12 @@ CPU_FREE = 0.05
 @pytest.mark.parametrize("where", ["worker", "main"])
 def test_timer_leaves_the_cpu_of_the_thread_running_python(where: str) -> None:
     # One busy thread, a CPU free for the timer at every tick. A real-time
-    # timer (as root) woke on the CPU it last ran on, the busy thread's, and
-    # took it from the thread at every tick: 1.00 forced switches per tick,
-    # each one stopping all Python code. placement.h moves the timer off
-    # the GIL holder's CPU. A window in which another job took the free CPU
+    # timer (as root) woke on the CPU it last ran on and took it from the
+    # thread there: a worker started after the timer (main in join) landed
+    # next to it and was preempted at every tick, 1.00 forced switches per
+    # tick, each one stopping all Python code; placement.h moves the timer
+    # off the GIL holder's CPU. (A busy main thread was spared before too:
+    # the timer starts on another CPU than the thread starting it.) A window in which another job took the free CPU
     # (CPU pressure over CPU_FREE) says nothing: measured again, skipped if
     # all did. Without real-time priority (not root) the OS already places
     # the timer on the free CPU, and this holds too.
