@@ -139,10 +139,11 @@ def test_timer_leaves_the_cpu_of_the_thread_running_python(where: str) -> None:
     # next to it and was preempted at every tick, 1.00 forced switches per
     # tick, each one stopping all Python code; placement.h moves the timer
     # off the GIL holder's CPU. (A busy main thread was spared before too:
-    # the timer starts on another CPU than the thread starting it.) A window
-    # in which another job took the free CPU (CPU pressure over CPU_FREE)
-    # says nothing: measured again, skipped if all did. Without real-time priority (not root) the OS already places
-    # the timer on the free CPU, and this holds too.
+    # the timer starts on another CPU than the thread starting it.) Without
+    # real-time priority (not root) the OS already places the timer on the
+    # free CPU, and this holds too. A window in which another job took the
+    # free CPU (CPU pressure over CPU_FREE) says nothing: measured again,
+    # skipped if all did.
     rows = []
     for _ in range(3):
         forced, ticks, pressure = _busy_thread_forced_switches(where, scaled(0.6))
