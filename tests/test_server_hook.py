@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import helpers
+from test_server import get
 
 CURL = shutil.which("curl")
 
@@ -164,6 +165,59 @@ def test_hook_loads_the_package_when_the_variable_is_set(tmp_path: Path) -> None
     )
     assert out.stdout.strip() == "True"
     assert "profiling endpoint on http://127.0.0.1:" in out.stderr
+
+
+#: A process that founds a group and starts a member (itself again, with
+#: PEEK_MEMBER set). The member reads typing from sys.modules the way
+#: dataclasses does, without importing it, while the group's profile
+#: request makes its request thread import the profiler; it counts the
+#: reads that found typing in the middle of its import.
+PEEK_TYPING = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+
+    if not os.environ.get("PEEK_MEMBER"):
+        env = dict(os.environ, PEEK_MEMBER="1")
+        child = subprocess.run(
+            [sys.executable, __file__, sys.argv[1]], env=env, capture_output=True, text=True
+        )
+        print(child.stdout, child.stderr[-3000:], flush=True)
+        sys.exit(child.returncode)
+    half = whole = 0
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        typing = sys.modules.get("typing")
+        if typing is not None:
+            if hasattr(typing, "ClassVar"):
+                whole += 1
+            else:
+                half += 1
+    print("half", half, "whole", whole, flush=True)
+    """
+)
+
+
+def test_a_request_never_shows_a_member_a_half_imported_typing(tmp_path: Path) -> None:
+    # A spawned uvicorn worker died in @dataclass ("partially initialized
+    # module 'typing'") when a group profile reached it while it was still
+    # importing: its request thread was importing typing, and dataclasses
+    # reads typing from sys.modules. The hook imports typing first.
+    running = App(tmp_path, 6, PEEK_TYPING, PYSAMPLER_PORT="0")
+    try:
+        url = running.wait_for_url()
+        deadline = time.monotonic() + 30
+        while len(re.findall(r"<tr><td>\d+</td>", get(f"{url}/debug/pprof/").body.decode())) < 2:
+            assert time.monotonic() < deadline, "the member did not join"
+            time.sleep(0.1)
+        reply = get(f"{url}/debug/pprof/profile?seconds=0.5", timeout=60)
+        assert reply.status == 200, reply.body[:300]
+        code, out, err = running.finish()
+    finally:
+        running.kill()
+    assert code == 0, (out, err)
+    half, whole = (int(x) for x in re.findall(r"half (\d+) whole (\d+)", out)[0])
+    assert whole > 0, out
+    assert half == 0, out
 
 
 # -- an unchanged script, profiled from outside ---------------------------------
