@@ -127,7 +127,7 @@ def _after_fork_in_child() -> None:
     for httpd in list(_servers):
         httpd.closing.set()
         try:
-            httpd.listener.close()
+            httpd.listener.close_in_child()
         except OSError:
             continue
 

@@ -169,6 +169,22 @@ class Listener:
         with contextlib.suppress(Exception):
             self._selector.close()
 
+    def close_in_child(self) -> None:
+        """In a forked child: close this process's copies of the loop's
+        sockets and of its selector, and unregister nothing. The child's
+        epoll descriptor (Linux) is the parent's epoll instance: taking a
+        connection out of it there took it out of the parent's loop too, and
+        a request that was waiting for its headers when the program forked
+        timed out in the parent (408 after 10 s)."""
+        self._closing = True
+        pending = [p.sock for p in self._pending.values()]
+        self._pending.clear()
+        for s in (self.socket, self._wake_r, self._wake_w, *pending):
+            with contextlib.suppress(OSError):
+                s.close()
+        with contextlib.suppress(Exception):
+            self._selector.close()  # closes the descriptor; no epoll_ctl
+
     # -- connections ---------------------------------------------------------
 
     def _accept(self) -> None:
