@@ -878,6 +878,17 @@ static void ps_quiet_credit_all(ps_sampler *s, int64_t now)
     s->quiet_pending = 0;
 }
 
+/* The last snapshot's entry of the thread the GIL names as its last
+ * holder, NULL when that snapshot did not see it there. */
+static ps_tsnap *ps_last_holder_snap(ps_sampler *s, const ps_gil_view *gil)
+{
+    int k = s->last_holder_k;
+    if (k < 0 || k >= s->snap_n || s->snap[k].ts != gil->last_holder) {
+        return NULL;
+    }
+    return &s->snap[k];
+}
+
 static int ps_reader_quiet_tick(ps_sampler *s, const ps_gil_view *gil, int64_t now, int64_t w,
                                 int *new_code)
 {
@@ -885,9 +896,9 @@ static int ps_reader_quiet_tick(ps_sampler *s, const ps_gil_view *gil, int64_t n
     uint32_t ti;
     ps_tmodel *m;
     int was_holder;
-    if (s->snap_n < PS_QUIET_MIN_THREADS || k < 0 || k >= s->snap_n || s->tick_no < s->loud_until ||
+    if (s->snap_n < PS_QUIET_MIN_THREADS || s->tick_no < s->loud_until ||
         gil->switches != s->prev_switches || s->tick_no - s->full_tick >= PS_QUIET_MAX_TICKS ||
-        s->snap[k].ts != gil->last_holder) {
+        ps_last_holder_snap(s, gil) == NULL) {
         return -1;
     }
     ti = s->last_holder_ti;
@@ -937,10 +948,10 @@ static void ps_reader_tick(ps_sampler *s, int64_t now, int64_t w)
     int switched;
 
     ps_gil_read(s->interp, &gil);
-    if (gil.locked && s->last_holder_k >= 0 && s->last_holder_k < s->snap_n &&
-        s->snap[s->last_holder_k].ts == gil.last_holder) {
+    if (gil.locked) {
         /* first, so that a timer that preempted the holder leaves at once */
-        ps_placement_check(&s->place, s->snap[s->last_holder_k].ident, s->tick_no);
+        const ps_tsnap *h = ps_last_holder_snap(s, &gil);
+        ps_placement_check(&s->place, h != NULL ? h->ident : 0, s->tick_no);
     }
     if (ps_reader_quiet_tick(s, &gil, now, w, &new_code) == 0) {
         n = s->snap_n;

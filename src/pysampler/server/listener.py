@@ -159,23 +159,18 @@ class Listener:
         self.close()
 
     def close(self) -> None:
-        """Close every socket of the loop (also in a forked child, where the
-        loop's thread does not exist)."""
-        self._closing = True
-        for s in (self.socket, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                s.close()
+        """Close every socket of the loop (from the process that runs it)."""
         self._drop_pending()
-        with contextlib.suppress(Exception):
-            self._selector.close()
+        self.close_in_child()
 
     def close_in_child(self) -> None:
-        """In a forked child: close this process's copies of the loop's
-        sockets and of its selector, and unregister nothing. The child's
-        epoll descriptor (Linux) is the parent's epoll instance: taking a
-        connection out of it there took it out of the parent's loop too, and
-        a request that was waiting for its headers when the program forked
-        timed out in the parent (408 after 10 s)."""
+        """Close this process's copies of the loop's sockets and of its
+        selector, and unregister nothing: what a forked child does, where
+        the loop's thread does not exist. The child's epoll descriptor
+        (Linux) is the parent's epoll instance: taking a connection out of
+        it there took it out of the parent's loop too, and a request that
+        was waiting for its headers when the program forked timed out in
+        the parent (408 after 10 s)."""
         self._closing = True
         pending = [p.sock for p in self._pending.values()]
         self._pending.clear()
