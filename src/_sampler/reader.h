@@ -27,14 +27,16 @@
  *    generator objects, and 3.11/3.12 keep the pointer to the current frame
  *    in a _PyCFrame on the thread's C stack. Every frame, chunk and _PyCFrame
  *    is therefore read through a copy that cannot fault (saferead.h); the
- *    running thread's frames are copied with its whole used data-stack chunk
- *    in one call (measured: one 4 KiB copy costs what 1.2 single-frame copies
- *    do) and walked inside the copy. A copy may be stale or torn (the thread
- *    ran on meanwhile): the walk checks each frame's owner, caps the depth,
- *    and the caller checks each code pointer against the code table (codes.h:
- *    a fingerprint read on first sight must say PyCode_Type) and each
- *    instruction offset against the code's length; anything that fails drops
- *    the thread's sample.
+ *    running thread's frames are copied with its whole used data-stack chunk,
+ *    and its innermost-frame pointer, in one call (measured: one 4 KiB copy
+ *    costs what 1.2 single-frame copies do; ps_reader_top_and_chunk) and
+ *    walked inside the copy. A copy may be stale or torn (the thread ran on
+ *    meanwhile): the walk checks each frame's owner, caps the depth, and the
+ *    caller checks each code pointer against the code table (codes.h: a
+ *    fingerprint read on first sight must say PyCode_Type) and each
+ *    instruction offset against the code's length; a walk that fails is
+ *    made again from a fresh copy, a few times (core.h, ps_reader_stack),
+ *    then the thread's sample is dropped.
  * 3. Who runs. The GIL's `locked` and `last_holder` say which thread holds it
  *    (3.11: _PyRuntime.ceval.gil; 3.12+: interp->ceval.gil), `switch_number`
  *    counts changes of holder: core.h and cpu.h use these to know which
@@ -217,6 +219,7 @@ typedef struct {
                               3.9/3.10: the current PyFrameObject */
     uintptr_t top;         /* data-stack top */
     uintptr_t chunk;       /* current data-stack chunk */
+    uintptr_t limit;       /* where that chunk ends */
     uintptr_t exc;         /* tstate->exc_info: moves when a generator runs */
 } ps_tsnap;
 
@@ -255,8 +258,9 @@ static inline void ps_reader_fill(ps_tsnap *s, uintptr_t ts, const PyThreadState
 #  if PY_VERSION_HEX >= 0x030B0000
     s->top = (uintptr_t)t->datastack_top;
     s->chunk = (uintptr_t)t->datastack_chunk;
+    s->limit = (uintptr_t)t->datastack_limit;
 #  else
-    s->top = s->chunk = 0;
+    s->top = s->chunk = s->limit = 0;
 #  endif
     s->exc = (uintptr_t)t->exc_info;
 }
@@ -475,26 +479,86 @@ static int ps_reader_frame(ps_reader *R, uintptr_t addr, struct _PyInterpreterFr
     return ps_safe_read(out, (const void *)addr, PS_FRAME_HEAD);
 }
 
-/* The innermost frame of a snapshotted thread, 0 for none, or 1 when it
- * cannot be read (a thread that just exited). */
-static uintptr_t ps_reader_top(ps_reader *R, const ps_tsnap *t)
+/* Where a snapshotted thread keeps the pointer to its innermost frame, 0
+ * when it has none: 3.13+ in the thread state; 3.11/3.12 in the _PyCFrame
+ * of its innermost evaluation, on its C stack. */
+static uintptr_t ps_reader_top_at(const ps_tsnap *t)
 {
 #  if PY_VERSION_HEX >= 0x030D0000
-    (void)R;
-    return t->frame;
+    return t->ts + offsetof(PyThreadState, current_frame);
 #  else
-    /* 3.11/3.12: tstate->cframe->current_frame, on the thread's C stack */
-    uintptr_t top = 0;
-    if (t->frame == 0) {
+    return t->frame != 0 ? t->frame + offsetof(_PyCFrame, current_frame) : 0;
+#  endif
+}
+
+/* Bytes past the data-stack top (as the snapshot saw it) copied with the
+ * chunk: room for the frames a running thread pushed since (a 3.11 frame
+ * header is 72 bytes, its locals and value stack a few words each). */
+#  define PS_TOP_SLACK 2048
+/* The part of the chunk nearest its top, copied first (see below). */
+#  define PS_HOT_BYTES 4096
+
+/* The innermost frame of a snapshotted thread and the used part of its
+ * current chunk, copied in one call (saferead.h: ps_safe_read_ranges). A
+ * running thread pushes and pops frames every few hundred nanoseconds; what
+ * the copy holds near the top must be what the frame pointer saw a moment
+ * before, or the walk finds another frame's locals where a frame header
+ * was. Copied in separate calls (a few microseconds apart here), the two
+ * disagreed often enough to drop 30% of the samples of code calling
+ * functions of many sizes (13-25% in richards, raytrace, go and chaos).
+ * So, in one call and in this order: the frame pointer, the top 4 KiB of
+ * the chunk, then the rest of it (the frames deeper down change only when
+ * the thread returns that far). The copy reaches PS_TOP_SLACK past the
+ * snapshot's top, within the chunk, so that frames pushed since are in it.
+ * Returns the frame (0: none), or 1 when nothing could be read (a thread
+ * that just exited). */
+static uintptr_t ps_reader_top_and_chunk(ps_reader *R, const ps_tsnap *t)
+{
+    uintptr_t at = ps_reader_top_at(t), top = 0, lo, hi, mid;
+    if (at == 0) {
         return 0;
     }
+    if (t->chunk != 0 && t->top > t->chunk) {
+        ps_range r[3];
+        int nr = 2;
+        lo = t->chunk + offsetof(_PyStackChunk, data);
+        hi = t->top;
+        if (t->limit > hi) {
+            hi = t->limit - hi > PS_TOP_SLACK ? hi + PS_TOP_SLACK : t->limit;
+        }
+        if (hi > lo && hi - lo > PS_COPY_ROOM) {
+            lo = hi - PS_COPY_ROOM;
+        }
+        mid = hi - lo > PS_HOT_BYTES ? hi - PS_HOT_BYTES : lo;
+        r[0].dst = &top;
+        r[0].src = (const void *)at;
+        r[0].n = sizeof(top);
+        r[1].dst = R->buf + (mid - lo);
+        r[1].src = (const void *)mid;
+        r[1].n = hi - mid;
+        if (mid > lo) {
+            r[2].dst = R->buf;
+            r[2].src = (const void *)lo;
+            r[2].n = mid - lo;
+            nr = 3;
+        }
+        R->reads++;
+        if (hi > lo && ps_safe_read_ranges(r, nr) == 0) {
+            R->lo[0] = lo;
+            R->hi[0] = hi;
+            R->off[0] = 0;
+            R->used = hi - lo;
+            R->n = 1;
+            R->next_chunk = t->chunk;  /* its header is read if the walk goes below */
+            return top;
+        }
+    }
+    /* no chunk, or it could not be copied (freed since): the pointer alone */
     R->reads++;
-    if (ps_safe_read(&top, (const void *)(t->frame + offsetof(_PyCFrame, current_frame)),
-                     sizeof(top)) != 0) {
+    if (ps_safe_read(&top, (const void *)at, sizeof(top)) != 0) {
         return 1;
     }
     return top;
-#  endif
 }
 
 /* Walk a thread's frames, innermost first, into out[0..max). Returns the
@@ -511,17 +575,9 @@ static int ps_reader_walk(ps_reader *R, const ps_tsnap *t, ps_rawframe *out, int
     R->n = 0;
     R->used = 0;
     R->next_chunk = 0;
-    addr = ps_reader_top(R, t);
+    addr = ps_reader_top_and_chunk(R, t);
     if (addr == 1) {
         return -1;
-    }
-    if (addr == 0) {
-        return 0;
-    }
-    /* the used part of the current chunk, in one copy */
-    if (t->chunk != 0 && t->top > t->chunk &&
-        ps_reader_copy(R, t->chunk + offsetof(_PyStackChunk, data), t->top) == 0) {
-        R->next_chunk = t->chunk;  /* its header is read if the walk goes below */
     }
     while (addr != 0) {
         int owner;

@@ -125,6 +125,47 @@ static inline int ps_safe_read(void *dst, const void *src, size_t n)
 #endif
 }
 
+/* Several copies made as close together in time as the system allows:
+ * one call with several ranges where there is one (process_vm_readv, which
+ * copies them in order), else one call each. The reader copies a running
+ * thread's innermost-frame pointer and its data stack this way: the thread
+ * pushes and pops frames every few hundred nanoseconds, and what lies
+ * between the copies decides how often they disagree (reader.h). 0 when
+ * every range was copied whole. */
+typedef struct {
+    void *dst;
+    const void *src;
+    size_t n;
+} ps_range;
+
+#define PS_MAX_SAFE_RANGES 4
+
+static inline int ps_safe_read_ranges(const ps_range *r, int count)
+{
+    int i;
+#if defined(__linux__)
+    if (ps_SR.how == PS_SAFEREAD_VM && count <= PS_MAX_SAFE_RANGES) {
+        struct iovec local[PS_MAX_SAFE_RANGES], remote[PS_MAX_SAFE_RANGES];
+        size_t total = 0;
+        for (i = 0; i < count; i++) {
+            local[i].iov_base = r[i].dst;
+            local[i].iov_len = r[i].n;
+            remote[i].iov_base = (void *)(uintptr_t)r[i].src;
+            remote[i].iov_len = r[i].n;
+            total += r[i].n;
+        }
+        return process_vm_readv(ps_SR.pid, local, (unsigned long)count, remote,
+                                (unsigned long)count, 0) == (ssize_t)total ? 0 : -1;
+    }
+#endif
+    for (i = 0; i < count; i++) {
+        if (ps_safe_read(r[i].dst, r[i].src, r[i].n) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* A copy of a known value must come back intact, and an address in the
  * first page (never mapped) must fail without a fault. */
 static int ps_saferead_works(void)
