@@ -253,6 +253,36 @@ def test_blocked_main_thread_is_sampled_by_timer() -> None:
     assert idle_served > 0.8
 
 
+def test_code_objects_freed_before_their_pinning_step_are_left_alone() -> None:
+    # The stack reader (3.11+) sees a code object without the GIL; a step
+    # holding the GIL takes a reference soon after, only if the memory
+    # still holds that live object. Here thousands of short-lived code
+    # objects a second (each compiled, run for a moment, then freed) meet
+    # a 5 kHz session, so many die between being sampled and that step. On
+    # 3.14 the step read the 32-bit ob_refcnt, took the low half of the
+    # allocator's free-list link in a freed object for a count, and
+    # INCREFed freed memory: the program crashed in its allocator in 5
+    # runs of 5. The freed ones must show as such, and the program live.
+    out = run(
+        """
+        import time, pysampler
+        pysampler.start(hz=5000, mode="cpu")
+        end = time.perf_counter() + 2.0
+        i = 0
+        while time.perf_counter() < end:
+            src = (f"def f{i}(n):\\n    t = 0\\n    for k in range(n):\\n"
+                   f"        t += k * {i}\\n    return t\\nr = f{i}(300)\\n")
+            exec(compile(src, f"<generated {i}>", "exec"), {})
+            i += 1
+        p = pysampler.stop()
+        names = {f.function for f in p.functions()}
+        print(i, p.metadata.sampling_events, sorted(n for n in names if n.startswith("f"))[:3])
+        """
+    )
+    compiled, events, _ = out.stdout.split(maxsplit=2)
+    assert int(compiled) > 1000 and int(events) > 1000, out.stdout
+
+
 def test_stop_does_not_leave_eval_breaker_busy() -> None:
     # After stop the program runs at full speed again: no wake-up of ours
     # is left set on the eval breaker, or every later bytecode boundary

@@ -34,7 +34,8 @@
  *        - memory reused by another object has another type or fingerprint;
  *          memory returned to the OS cannot be copied at all;
  *        - immortal code objects (3.12+) have a large fixed count, below
- *          2^40 like every real count.
+ *          2^40 like every real count (3.14+: see ps_refcnt_plausible,
+ *          which reads the word whole).
  *      A code object freed and a new one compiled from the same source at
  *      the same address pass (same names, file, line table pointer): their
  *      names and lines are the same, which is all the profile keeps.
@@ -132,9 +133,10 @@ static uint32_t ps_codes_pinned(ps_codes *C, PyObject *obj)
 }
 
 #ifdef PS_HAVE_READER
-/* Copy a code object's header; returns 0 and fills *print (and *refcnt)
+/* Copy a code object's header; returns 0 and fills *print (and *head, the
+ * object's whole first word: the reference count and, 3.14+, its flags)
  * when it reads as a code object. */
-static int ps_code_read_print(uintptr_t ptr, ps_code_print *print, Py_ssize_t *refcnt)
+static int ps_code_read_print(uintptr_t ptr, ps_code_print *print, uint64_t *head)
 {
     union {
         PyCodeObject code;
@@ -156,29 +158,41 @@ static int ps_code_read_print(uintptr_t ptr, ps_code_print *print, Py_ssize_t *r
     print->firstlineno = u.code.co_firstlineno;
     print->units = (int32_t)Py_SIZE((PyObject *)&u.code);
     print->firsttraceable = u.code._co_firsttraceable;
-    if (refcnt != NULL) {
-        *refcnt = ((PyObject *)&u.code)->ob_refcnt;
+    if (head != NULL) {
+        /* the word itself, not ob_refcnt: 3.14+ declare ob_refcnt as its
+         * low 32 bits, which cannot tell a count from a free-list link */
+        uint64_t w = 0;
+        memcpy(&w, u.bytes, sizeof(void *) < sizeof(w) ? sizeof(void *) : sizeof(w));
+        *head = w;
     }
     return 0;
 }
 
-/* A reference count that a live object can have (see the top comment):
- * not 0, not a free-list link into the object's own pool, not a pointer. */
-static inline int ps_refcnt_plausible(Py_ssize_t r, uintptr_t ptr)
+/* A first word (the reference count) that a live object can have (see the
+ * top comment): not 0, not a free-list link into the object's own pool,
+ * not a pointer.
+ *
+ * 3.14+ (64-bit) split the word: the count in the low 32 bits, an overflow
+ * count (always 0 in practice) in the next 16, flags in the top 16. Reading
+ * only the 32-bit ob_refcnt, the low half of a free-list link passed for a
+ * count, and the pinning step INCREFed freed memory: it bumped the link,
+ * and pymalloc later followed it (segfaults of a spawned uvicorn worker
+ * importing while profiled: 1 run in 3 of test_group's uvicorn case on
+ * 3.14). A link, a user-space pointer, has bits set in 32-47; a count does
+ * not. */
+static inline int ps_refcnt_plausible(uint64_t head, uintptr_t ptr)
 {
-    uintptr_t u = (uintptr_t)r;
-    if (r <= 0) {
-        return 0;
-    }
+    uintptr_t u = (uintptr_t)head;
     if (u + ((uintptr_t)1 << 20) >= ptr && u <= ptr + ((uintptr_t)1 << 20)) {
-        return 0;
+        return 0;  /* a link into the object's own pool (or NULL near 0) */
     }
-#  if SIZEOF_VOID_P >= 8
-    if (u >= ((uintptr_t)1 << 40)) {
-        return 0;
-    }
+#  if SIZEOF_VOID_P >= 8 && PY_VERSION_HEX >= 0x030E0000
+    return (head & 0xFFFFFFFFu) != 0 && ((head >> 32) & 0xFFFFu) == 0;
+#  elif SIZEOF_VOID_P >= 8
+    return (int64_t)head > 0 && head < ((uint64_t)1 << 40);
+#  else
+    return (int32_t)head > 0;
 #  endif
-    return 1;
 }
 
 /* Timer thread: the entry of the code object at `ptr`, registering (and
@@ -223,12 +237,12 @@ static void ps_codes_pin(ps_codes *C)
     for (i = C->pinned_upto; i < n; i++) {
         ps_object *o = ps_codes_at(C, i);
         ps_code_print now;
-        Py_ssize_t refcnt = 0;
+        uint64_t head = 0;
         if (ps_atomic_load(&o->status) != PS_CODE_PENDING) {
             continue;
         }
-        if (ps_code_read_print(o->ptr, &now, &refcnt) == 0 &&
-            memcmp(&now, &o->print, sizeof(now)) == 0 && ps_refcnt_plausible(refcnt, o->ptr)) {
+        if (ps_code_read_print(o->ptr, &now, &head) == 0 &&
+            memcmp(&now, &o->print, sizeof(now)) == 0 && ps_refcnt_plausible(head, o->ptr)) {
             Py_INCREF((PyObject *)o->ptr);
             ps_atomic_store(&o->status, PS_CODE_PINNED);
         } else {
