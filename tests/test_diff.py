@@ -79,7 +79,10 @@ def test_table_shows_the_doubled_function_as_the_top_increase(runs: Path) -> Non
     assert table[0][0] == "doubled" and table[0][1] > 20, proc.stdout  # percentage points
     assert max(table, key=lambda r: r[1])[0] == "doubled"
     assert {r[0] for r in table[1:3]} == {"steady", "other"}
-    assert all(r[1] < -10 for r in table[1:3])
+    # each truly -15 points; the 500 and 1,000 samples of the two runs carry
+    # about 2.5 points of sampling noise on that difference, so -10 failed
+    # about one run in twenty (the py3.9 cell); -7 is 3 standard deviations
+    assert all(r[1] < -7 for r in table[1:3]), proc.stdout
     lines = proc.stdout.splitlines()
     assert lines[1].startswith("BASE base.pprof: ") and lines[2].startswith("NEW  new.cpuprofile")
     # the program's 1 s of CPU, less what no sample took below the "outside"
