@@ -344,6 +344,16 @@ typedef struct {
 static ps_reader ps_R;
 
 /* Copy the used part [lo, hi) of a chunk (its top part if it does not fit). */
+/* Record that [lo, hi) now sits in the buffer at R->used. */
+static void ps_reader_keep(ps_reader *R, uintptr_t lo, uintptr_t hi)
+{
+    R->lo[R->n] = lo;
+    R->hi[R->n] = hi;
+    R->off[R->n] = R->used;
+    R->used += hi - lo;
+    R->n++;
+}
+
 static int ps_reader_copy(ps_reader *R, uintptr_t lo, uintptr_t hi)
 {
     size_t room = PS_COPY_ROOM - R->used;
@@ -360,11 +370,7 @@ static int ps_reader_copy(ps_reader *R, uintptr_t lo, uintptr_t hi)
     if (ps_safe_read(R->buf + R->used, (const void *)lo, hi - lo) != 0) {
         return -1;
     }
-    R->lo[R->n] = lo;
-    R->hi[R->n] = hi;
-    R->off[R->n] = R->used;
-    R->used += hi - lo;
-    R->n++;
+    ps_reader_keep(R, lo, hi);
     return 0;
 }
 
@@ -533,22 +539,18 @@ static uintptr_t ps_reader_top_and_chunk(ps_reader *R, const ps_tsnap *t)
         r[0].dst = &top;
         r[0].src = (const void *)at;
         r[0].n = sizeof(top);
-        r[1].dst = R->buf + (mid - lo);
+        r[1].dst = R->buf + R->used + (mid - lo);
         r[1].src = (const void *)mid;
         r[1].n = hi - mid;
         if (mid > lo) {
-            r[2].dst = R->buf;
+            r[2].dst = R->buf + R->used;
             r[2].src = (const void *)lo;
             r[2].n = mid - lo;
             nr = 3;
         }
         R->reads++;
         if (hi > lo && ps_safe_read_ranges(r, nr) == 0) {
-            R->lo[0] = lo;
-            R->hi[0] = hi;
-            R->off[0] = 0;
-            R->used = hi - lo;
-            R->n = 1;
+            ps_reader_keep(R, lo, hi);
             R->next_chunk = t->chunk;  /* its header is read if the walk goes below */
             return top;
         }
